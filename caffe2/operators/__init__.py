@@ -2,7 +2,17 @@
 
 import importlib
 
-FAMILIES = ("elementwise_ops",)
+FAMILIES = (
+    "elementwise_ops",
+    "fill_ops",
+    "utility_ops",
+    "counter_ops",
+    "math_ops",
+    "reduction_ops",
+    "concat_split_ops",
+    "control_ops",
+    "python_ops",
+)
 
 for _name in FAMILIES:
     importlib.import_module(f"caffe2.operators.{_name}")

@@ -37,10 +37,9 @@ def op_text(opdef: caffe2_pb2.OperatorDef) -> str:
 
 
 def where_text(net_name: str | None, index: int, op_type: str) -> str:
-    if net_name is None:
-        return f"operator {op_type}"
-    pos = f"op #{index}" if index >= 0 else "standalone op"
-    return f"net '{net_name}', {pos} ({op_type})"
+    if net_name is None or index < 0:
+        return f"standalone op ({op_type})"
+    return f"net '{net_name}', op #{index} ({op_type})"
 
 
 class Operator:

@@ -256,9 +256,7 @@ def test_plan_blob_dbreader():
     )
     b = caffe2_pb2.BlobProto(name="b", type="std::string", content=b"hi")
     b.tensor.name = "t"
-    b.qtensor.CopyFrom(
-        caffe2_pb2.QTensorProto(precision=1, scale=1.0, bias=0.0, is_signed=False)
-    )
+    b.qtensor.CopyFrom(caffe2_pb2.QTensorProto(precision=1, scale=1.0, bias=0.0, is_signed=False))
     b.content_num_chunks = 2
     b.content_chunk_id = 1
     qt = f_varint(2, 1) + f_double(3, 1.0) + f_double(4, 0.0) + f_varint(5, 0)

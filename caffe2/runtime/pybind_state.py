@@ -1,0 +1,752 @@
+"""The ``C`` extension surface (Caffe2's ``caffe2_pybind11_state``), written on the runtime.
+
+Process-global state (spec runtime.md 3.1): a map of named workspaces, the current
+workspace *pointer* and the current workspace *name*. ``"default"`` is created and made
+current at import. Switching to a ``Workspace`` object moves only the pointer;
+``Workspace.current`` always returns the workspace registered under the current name.
+
+Module functions carry Caffe2's C names (``feed_blob``, ``run_net`` ...); the classes are
+``Workspace``, ``Blob``, ``TensorCPU`` and ``Net``. ``caffe2.python.workspace`` is the
+Python layer on top and patches a few methods onto these classes, as Caffe2 did.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from typing import Any
+
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.text_format import MessageToString
+
+from caffe2.proto import caffe2_pb2
+from caffe2.runtime import registry, serialization
+from caffe2.runtime.blob import Blob as _RtBlob
+from caffe2.runtime.blob import type_name as _type_name
+from caffe2.runtime.errors import EnforceError
+from caffe2.runtime.tensor import TensorCPU, copy_value, to_tensor
+from caffe2.runtime.workspace import Workspace as _RtWorkspace
+
+__all__ = ["Workspace", "Blob", "TensorCPU", "Net"]
+
+log = logging.getLogger("caffe2")
+
+_WHERE = "pybind_state"
+
+has_gpu_support = False
+has_mkldnn = False
+is_asan = False
+
+# ---- process-global workspace state --------------------------------------------------------
+_lock = threading.RLock()
+_workspaces: dict[str, _RtWorkspace] = {"default": _RtWorkspace()}
+_current_name = "default"
+_current: _RtWorkspace = _workspaces["default"]
+
+
+def _enforce(cond: object, msg: str) -> None:
+    if not cond:
+        raise EnforceError(msg, _WHERE)
+
+
+def _as_bytes(data: object, what: str) -> bytes:
+    """The bytes of a serialized proto argument; a str is a TypeError (pybind's py::bytes)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(
+        f"{what}: expected serialized protobuf bytes, got {type(data).__name__} "
+        "(serialize the message with SerializeToString())"
+    )
+
+
+def _parse(cls: type[Message], data: object, what: str) -> Any:
+    raw = _as_bytes(data, what)
+    proto = cls()
+    try:
+        proto.ParseFromString(raw)
+    except (DecodeError, ValueError) as e:
+        raise EnforceError(f"Can't parse {what} proto: {e}", _WHERE) from e
+    return proto
+
+
+def _check_name(name: object, what: str = "name") -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, got {type(name).__name__}")
+    return name
+
+
+def _release_all() -> None:
+    with _lock:
+        _workspaces.clear()
+
+
+atexit.register(_release_all)
+
+
+def current_runtime_workspace() -> _RtWorkspace:
+    """The runtime Workspace the current pointer designates."""
+    return _current
+
+
+# ---- workspace management ------------------------------------------------------------------
+def blobs() -> list[str]:
+    """Blob names of the current workspace: sorted local, forwarded, then the parent's."""
+    return _current.blobs()
+
+
+def create_blob(name: str) -> bool:
+    """Ensure a blob exists in the current workspace (parent blobs are reused)."""
+    _check_name(name)
+    _enforce(_current.create_blob(name) is not None, f"Cannot create blob {name}")
+    return True
+
+
+def current_workspace() -> str:
+    """The current workspace's name."""
+    return _current_name
+
+
+def workspaces() -> list[str]:
+    """The names of the registered workspaces, sorted."""
+    with _lock:
+        return sorted(_workspaces)
+
+
+def switch_workspace(name: Any, create_if_missing: Any = None) -> None:
+    """Make a named workspace current (creating it if asked); or, given a ``Workspace``
+    object, point the current pointer at it without changing the current name."""
+    global _current, _current_name
+    if isinstance(name, Workspace):
+        with _lock:
+            _current = name._ws
+        return
+    _check_name(name, "workspace name")
+    with _lock:
+        ws = _workspaces.get(name)
+        if ws is None:
+            _enforce(
+                bool(create_if_missing),
+                f"Workspace {name} does not exist; pass create_if_missing=True to create it",
+            )
+            ws = _workspaces[name] = _RtWorkspace()
+        _current_name = name
+        _current = ws
+
+
+def reset_workspace(root_folder: str | None = None) -> bool:
+    """Replace the workspace registered under the current name by a new empty one.
+
+    The old one is cleared (Caffe2 destroyed it); the current pointer moves to the new one.
+    """
+    global _current
+    if root_folder is not None:
+        _check_name(root_folder, "root_folder")
+    with _lock:
+        old = _workspaces.get(_current_name)
+        ws = _RtWorkspace(root_folder=root_folder)
+        _workspaces[_current_name] = ws
+        _current = ws
+    if old is not None:
+        old.reset()
+    return True
+
+
+def has_blob(name: str) -> bool:
+    return _current.has_blob(_check_name(name))
+
+
+def root_folder() -> str:
+    return _current.root_folder
+
+
+def registered_operators() -> list[str]:
+    """Sorted registry keys: op types (and ``Type_ENGINE_Engine`` for engine variants)."""
+    return registry.registered_types()
+
+
+def op_registry_key(op_type: str, engine: str) -> str:
+    """The registry key of an op type with an engine ("" and "DEFAULT" are the default)."""
+    if not engine or engine == "DEFAULT":
+        return op_type
+    return f"{op_type}_ENGINE_{engine}"
+
+
+def nearby_opnames(name: str) -> list[str]:
+    """Registered op types that look like name (for "did you mean" messages)."""
+    return registry.close_matches(name)
+
+
+def last_failed_op_net_position() -> int:
+    """The position of the last failed op in the current workspace (-1: standalone)."""
+    return _current.last_failed_op_net_position
+
+
+def nets() -> list[str]:
+    return _current.nets()
+
+
+# ---- blobs ---------------------------------------------------------------------------------
+def _fetch(blob: _RtBlob | None, name: str) -> Any:
+    _enforce(blob is not None, f"Can't find blob: {name}")
+    v = blob.value
+    if isinstance(v, np.ndarray | bytes):
+        return copy_value(v)
+    return f"{name}, a C++ native class of type {_type_name(v)}.".encode()
+
+
+def fetch_blob(name: str) -> Any:
+    """A copy of a blob of the current workspace (spec 3.2)."""
+    return _fetch(_current.get_blob(_check_name(name)), name)
+
+
+_FEEDABLE_DEVICES = (caffe2_pb2.CPU, caffe2_pb2.CUDA)
+
+
+def _feed(blob: _RtBlob, name: str, arg: Any, device_option: Any) -> bool:
+    if device_option is not None:
+        opt = _parse(caffe2_pb2.DeviceOption, device_option, "device_option")
+        # CUDA ops run on the CPU kernels here, so a CUDA feed stores a CPU tensor.
+        _enforce(
+            opt.device_type in _FEEDABLE_DEVICES,
+            f"Unknown device type encountered in FeedBlob: {opt.device_type} (blob {name})",
+        )
+    if isinstance(arg, np.ndarray):
+        try:
+            blob.value = to_tensor(arg)
+        except EnforceError:
+            raise
+        except RuntimeError as e:
+            raise EnforceError(f"{e} (feeding blob {name})", _WHERE) from None
+        return True
+    if isinstance(arg, bytes):
+        blob.value = arg
+        return True
+    if isinstance(arg, str):
+        blob.value = arg.encode("utf-8")
+        return True
+    raise EnforceError(
+        "Unexpected type of argument - only numpy array or string are supported for feeding "
+        f"(blob {name} was given a {type(arg).__name__})",
+        _WHERE,
+    )
+
+
+def feed_blob(name: str, arg: Any, device_option: Any = None) -> bool:
+    """Feed an ndarray (as a tensor copy) or a str/bytes (as a string blob) into a blob of
+    the current workspace, created if missing (a visible parent blob is reused)."""
+    _check_name(name)
+    blob = _current.create_blob(name)
+    _enforce(blob is not None, f"Cannot create blob {name}")
+    return _feed(blob, name, arg, device_option)
+
+
+def serialize_blob(name: str) -> bytes:
+    """The serialized BlobProto of a blob of the current workspace."""
+    blob = _current.get_blob(_check_name(name))
+    _enforce(blob is not None, f"Can't find blob: {name}")
+    return serialization.serialize_blob(name, blob.value)
+
+
+def deserialize_blob(name: str, serialized: bytes) -> None:
+    """Create the blob (if missing) and load serialized BlobProto bytes into it."""
+    blob = _current.create_blob(_check_name(name))
+    _enforce(blob is not None, f"Cannot create blob {name}")
+    serialization.deserialize_blob(_as_bytes(serialized, "deserialize_blob"), blob)
+
+
+# ---- nets, operators, plans ----------------------------------------------------------------
+def _net_text(netdef: caffe2_pb2.NetDef) -> str:
+    return MessageToString(netdef, as_utf8=True).strip()
+
+
+def create_net(net_def: bytes, overwrite: bool = False) -> bool:
+    """Instantiate a serialized NetDef in the current workspace under its name."""
+    proto = _parse(caffe2_pb2.NetDef, net_def, "net")
+    net = _current.create_net(proto, bool(overwrite))
+    _enforce(net is not None, f"Error creating net with proto: {_net_text(proto)}")
+    return True
+
+
+def run_net(name: str, num_iter: int = 1, allow_fail: bool = False) -> bool:
+    """Run a net of the current workspace num_iter times.
+
+    A False run result raises "Error running net <name>", or returns False if allow_fail.
+    """
+    net = _current.get_net(name)
+    if net is None:
+        raise EnforceError(f"Can't find net {name}", _WHERE)
+    if num_iter == 1:
+        ok = net.run()
+    else:
+        if not isinstance(num_iter, int):
+            raise TypeError(f"num_iter must be an int, got {type(num_iter).__name__}")
+        run = net.run
+        ok = True
+        for _ in range(num_iter):
+            if not run():
+                ok = False
+                break
+    if not ok:
+        if allow_fail:
+            return False
+        raise EnforceError(f"Error running net {name}", _WHERE)
+    return True
+
+
+def run_net_once(net_def: bytes) -> bool:
+    """Instantiate a serialized NetDef in the current workspace, run it once, drop it."""
+    proto = _parse(caffe2_pb2.NetDef, net_def, "net")
+    _enforce(_current.run_net_once(proto), f"Error running net {proto.name}")
+    return True
+
+
+def run_operator_once(op_def: bytes) -> bool:
+    """Run a serialized OperatorDef once in the current workspace."""
+    proto = _parse(caffe2_pb2.OperatorDef, op_def, "operator")
+    _enforce(_current.run_operator_once(proto), f"Error running operator {proto.type}")
+    return True
+
+
+def run_plan(plan_def: bytes) -> bool:
+    """Run a serialized PlanDef in the current workspace."""
+    proto = _parse(caffe2_pb2.PlanDef, plan_def, "plan")
+    _enforce(_current.run_plan(proto), f"Error running plan {proto.name}")
+    return True
+
+
+def benchmark_net(name: str, warmup_runs: int, main_runs: int, run_individual: bool) -> list[float]:
+    """Time a net: [ms per run] and, with run_individual, ms per run of each op."""
+    net = _current.get_net(_check_name(name))
+    _enforce(net is not None, f"Can't find net {name}")
+    _enforce(warmup_runs >= 0 and main_runs >= 0, "Number of runs should be non-negative.")
+    for _ in range(warmup_runs):
+        _enforce(net.run(), f"Warmup run has failed for net {name}")
+    t0 = time.perf_counter()
+    for _ in range(main_runs):
+        _enforce(net.run(), f"Main run has failed for net {name}")
+    total = time.perf_counter() - t0
+    result = [1000.0 * total / main_runs if main_runs else 0.0]
+    log.info("Main run finished. Milliseconds per iter: %s", result[0])
+    if run_individual:
+        ops = getattr(net, "ops", [])
+        times = [0.0] * len(ops)
+        for _ in range(main_runs):
+            for i, op in enumerate(ops):
+                t = time.perf_counter()
+                op.kernel()
+                times[i] += time.perf_counter() - t
+        result += [1000.0 * t / main_runs if main_runs else 0.0 for t in times]
+    return result
+
+
+# ---- flags and stats -----------------------------------------------------------------------
+FLAGS: dict[str, Any] = {
+    "caffe2_log_level": 0,
+    "caffe2_tensor_chunk_size": serialization.DEFAULT_CHUNK_SIZE,
+    "caffe2_serialize_fp16_as_bytes": False,
+    "caffe2_max_tensor_serializer_threads": 16,
+    "caffe2_handle_executor_threads_exceptions": True,
+    "caffe2_print_blob_sizes_at_exit": False,
+}
+_global_init_done = False
+
+
+def register_flag(name: str, default: Any) -> None:
+    """Declare a command-line flag GlobalInit accepts (its type is the default's)."""
+    with _lock:
+        FLAGS.setdefault(name, default)
+
+
+def _set_flag(name: str, text: str | None) -> None:
+    if name not in FLAGS and name.startswith("no") and name[2:] in FLAGS and text is None:
+        FLAGS[name[2:]] = False
+        return
+    _enforce(name in FLAGS, f"GlobalInit: unknown flag --{name}")
+    cur = FLAGS[name]
+    if isinstance(cur, bool):
+        if text is None or text.lower() in ("1", "true", "yes"):
+            FLAGS[name] = True
+        elif text.lower() in ("0", "false", "no"):
+            FLAGS[name] = False
+        else:
+            raise EnforceError(f"GlobalInit: flag --{name} wants a bool, got {text!r}", _WHERE)
+        return
+    _enforce(text is not None, f"GlobalInit: flag --{name} needs a value")
+    try:
+        FLAGS[name] = type(cur)(text)
+    except ValueError:
+        raise EnforceError(
+            f"GlobalInit: flag --{name} wants a {type(cur).__name__}, got {text!r}", _WHERE
+        ) from None
+
+
+def global_init(args: list[str]) -> None:
+    """Parse Caffe2 flags (``--name=value``, ``--name value``, ``--flag``/``--noflag``);
+    args[0] is the program name."""
+    global _global_init_done
+    items = [str(a) for a in list(args)[1:]]
+    with _lock:
+        i = 0
+        while i < len(items):
+            a = items[i]
+            _enforce(a.startswith("-"), f"GlobalInit: unexpected argument {a!r}")
+            body = a.lstrip("-")
+            if "=" in body:
+                name, text = body.split("=", 1)
+            else:
+                name, text = body, None
+                cur = FLAGS.get(name)
+                if cur is not None and not isinstance(cur, bool) and i + 1 < len(items):
+                    i += 1
+                    text = items[i]
+            _set_flag(name, text)
+            i += 1
+        _global_init_done = True
+        level = int(FLAGS["caffe2_log_level"])
+        logging.getLogger("caffe2").setLevel(
+            logging.DEBUG
+            if level < 0
+            else [logging.INFO, logging.WARNING, logging.ERROR][min(level, 2)]
+        )
+
+
+def get_stats() -> dict[str, int]:
+    """Exported stat values by key (from ``caffe2.runtime.stats`` when it is present)."""
+    try:
+        from caffe2.runtime import stats  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    publish = getattr(stats, "publish", None)
+    return dict(publish()) if publish is not None else {}
+
+
+# ---- engine preferences (recorded only: every op has one CPU implementation) --------------
+_per_op_engine_pref: dict[int, dict[str, list[str]]] = {}
+_global_engine_pref: dict[int, list[str]] = {}
+
+
+def _check_device_type(device_type: Any) -> int:
+    _enforce(
+        device_type in (caffe2_pb2.CPU, caffe2_pb2.CUDA),
+        f"Device type {device_type} not registered.",
+    )
+    return int(device_type)
+
+
+def set_per_op_engine_pref(pref: dict[int, dict[str, list[str]]]) -> None:
+    """{device_type: {op_type: [engines]}}; every op type must be registered."""
+    new: dict[int, dict[str, list[str]]] = {}
+    for dev, ops in pref.items():
+        dev = _check_device_type(dev)
+        for op_type, engines in ops.items():
+            _enforce(
+                registry.has_operator(op_type),
+                f"Operator type {op_type} not registered in {dev} registry.",
+            )
+            new.setdefault(dev, {})[op_type] = [str(e) for e in engines]
+    with _lock:
+        _per_op_engine_pref.clear()
+        _per_op_engine_pref.update(new)
+
+
+def set_global_engine_pref(pref: dict[int, list[str]]) -> None:
+    """{device_type: [engines]}."""
+    new = {_check_device_type(dev): [str(e) for e in engines] for dev, engines in pref.items()}
+    with _lock:
+        _global_engine_pref.clear()
+        _global_engine_pref.update(new)
+
+
+def set_engine_pref(
+    per_op_pref: dict[int, dict[str, list[str]]], global_pref: dict[int, list[str]]
+) -> None:
+    set_per_op_engine_pref(per_op_pref)
+    set_global_engine_pref(global_pref)
+
+
+def set_op_engine_pref(op_type: str, pref: dict[int, list[str]]) -> None:
+    """{device_type: [engines]} for one op type."""
+    _enforce(registry.has_operator(op_type), f"Operator type {op_type} not registered.")
+    new = {_check_device_type(dev): [str(e) for e in engines] for dev, engines in pref.items()}
+    with _lock:
+        for dev, engines in new.items():
+            _per_op_engine_pref.setdefault(dev, {})[op_type] = engines
+
+
+def engine_prefs() -> tuple[dict[int, dict[str, list[str]]], dict[int, list[str]]]:
+    """The recorded (per-op, global) engine preferences."""
+    with _lock:
+        per_op = {d: {o: list(e) for o, e in m.items()} for d, m in _per_op_engine_pref.items()}
+        return per_op, {d: list(e) for d, e in _global_engine_pref.items()}
+
+
+# ---- gradients -----------------------------------------------------------------------------
+def _grad_entry(g: Any) -> Any:
+    """None, a dense gradient name, or a sparse (indices, values) pair of names."""
+    if g is None:
+        return None
+    if isinstance(g, str):
+        return g
+    if isinstance(g, bytes):
+        return g.decode("utf-8")
+    if isinstance(g, tuple) and len(g) == 2:
+        return (str(g[0]), str(g[1]))
+    if hasattr(g, "indices") and hasattr(g, "values"):
+        return (str(g.indices), str(g.values))
+    return str(g)
+
+
+def get_gradient_defs(op_def: bytes, g_output: list[Any]) -> tuple[list[bytes], list[Any]]:
+    """Gradient ops of a serialized OperatorDef from the registry's gradient maker.
+
+    ``g_output`` has one entry per op output: None, a gradient blob name, or an
+    (indices, values) pair. Returns the serialized gradient OperatorDefs (flagged
+    ``is_gradient_op``, with the op's device option and engine) and one entry per input.
+    """
+    opdef = _parse(caffe2_pb2.OperatorDef, op_def, "operator")
+    schema = registry.get_schema(opdef.type)
+    _enforce(
+        schema is not None and schema.gradient is not None,
+        f"Gradient maker for operator {opdef.type} not implemented.",
+    )
+    g_out = [_grad_entry(g) for g in g_output]
+    _enforce(
+        len(g_out) == len(opdef.output),
+        f"{opdef.type}: got {len(g_out)} output gradients for {len(opdef.output)} outputs",
+    )
+    grad_ops, g_input = schema.gradient(opdef, g_out)
+    g_input = [_grad_entry(g) for g in g_input]
+    _enforce(
+        len(g_input) == len(opdef.input),
+        f"Gradient maker of {opdef.type} returned {len(g_input)} input gradients for "
+        f"{len(opdef.input)} inputs",
+    )
+    out = []
+    for g in grad_ops:
+        gd = caffe2_pb2.OperatorDef()
+        gd.CopyFrom(g)
+        gd.is_gradient_op = True
+        if opdef.HasField("device_option"):
+            gd.device_option.CopyFrom(opdef.device_option)
+        if opdef.HasField("engine"):
+            gd.engine = opdef.engine
+        out.append(gd.SerializeToString())
+    return out, g_input
+
+
+# ---- python ops (the bridge lives in caffe2.operators.python_ops) --------------------------
+def register_python_op(*args: Any, **kwargs: Any) -> str:
+    """Register a Python callable for the ``Python`` op; returns its token."""
+    from caffe2.operators import python_ops
+
+    return python_ops.register_python_op(*args, **kwargs)
+
+
+def register_python_gradient_op(*args: Any, **kwargs: Any) -> Any:
+    """Register the gradient callable of a Python op token."""
+    from caffe2.operators import python_ops
+
+    return python_ops.register_python_gradient_op(*args, **kwargs)
+
+
+# ---- GPU / NUMA (none here) ----------------------------------------------------------------
+def num_cuda_devices() -> int:
+    return 0
+
+
+def is_numa_enabled() -> bool:
+    return False
+
+
+def get_num_numa_nodes() -> int:
+    return -1
+
+
+def get_blob_numa_node(name: str) -> int:
+    blob = _current.get_blob(_check_name(name))
+    _enforce(blob is not None, f"Can't find blob: {name}")
+    _enforce(blob.is_tensor(), f"Blob {name} is not a tensor (holds {blob.type_name()})")
+    return -1
+
+
+# ---- classes -------------------------------------------------------------------------------
+class Blob:
+    """A handle on a runtime blob (Caffe2's ``C.Blob``)."""
+
+    __slots__ = ("_blob",)
+
+    def __init__(self, blob: _RtBlob) -> None:
+        if not isinstance(blob, _RtBlob):
+            raise TypeError("C.Blob wraps a workspace blob; use Workspace.create_blob(name)")
+        self._blob = blob
+
+    def fetch(self) -> Any:
+        """A copy of the tensor (ndarray) or string (bytes) the blob holds."""
+        v = self._blob.value
+        _enforce(
+            isinstance(v, np.ndarray | bytes),
+            f"Could not fetch for blob of type: {_type_name(v)}",
+        )
+        return copy_value(v)
+
+    def _feed(self, arg: Any, device_option: Any = None) -> bool:
+        return _feed(self._blob, "<C.Blob>", arg, device_option)
+
+    def serialize(self, name: str) -> bytes:
+        return serialization.serialize_blob(_check_name(name), self._blob.value)
+
+    def deserialize(self, serialized: bytes) -> None:
+        serialization.deserialize_blob(_as_bytes(serialized, "Blob.deserialize"), self._blob)
+
+    def tensor(self) -> TensorCPU:
+        """The blob's CPU tensor (the blob becomes an empty float tensor if it held none)."""
+        return TensorCPU(self._blob)
+
+    def is_tensor(self) -> bool:
+        return self._blob.is_tensor()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Blob) and other._blob is self._blob
+
+    def __hash__(self) -> int:
+        return id(self._blob)
+
+    def __repr__(self) -> str:
+        return f"<C.Blob {self._blob!r}>"
+
+
+class Net:
+    """A handle on an instantiated net (Caffe2's ``C.Net``)."""
+
+    __slots__ = ("_net",)
+
+    def __init__(self, net: Any) -> None:
+        self._net = net
+
+    @property
+    def name(self) -> str:
+        return self._net.name
+
+    def run(self) -> None:
+        _enforce(self._net.run(), f"Error running net {self._net.name}")
+
+    def stats(self) -> Any:
+        """Per-op profiling statistics (prof_dag nets only)."""
+        fn = getattr(self._net, "stats", None)
+        _enforce(
+            fn is not None,
+            f"Net {self._net.name} does not collect statistics (create it with type prof_dag)",
+        )
+        return fn()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Net) and other._net is self._net
+
+    def __hash__(self) -> int:
+        return id(self._net)
+
+    def __repr__(self) -> str:
+        return f"<C.Net {self._net.name}>"
+
+
+class _WorkspaceMeta(type):
+    @property
+    def current(cls) -> Workspace:
+        """The workspace registered under the current name."""
+        ws = _workspaces.get(_current_name)
+        _enforce(ws is not None, f"Workspace {_current_name} is not registered")
+        return cls._wrap(ws)
+
+
+_wrappers: weakref.WeakValueDictionary[int, Workspace] = weakref.WeakValueDictionary()
+
+
+class Workspace(metaclass=_WorkspaceMeta):
+    """Caffe2's ``C.Workspace``: ``Workspace()`` is standalone and unregistered;
+    ``Workspace(parent)`` sees and writes its parent's blobs."""
+
+    def __init__(self, parent: Workspace | None = None) -> None:
+        if parent is not None and not isinstance(parent, Workspace):
+            raise TypeError(f"Workspace(parent): expected a C.Workspace, got {type(parent)}")
+        self._ws = _RtWorkspace(parent._ws if parent is not None else None)
+        _wrappers[id(self._ws)] = self
+
+    @classmethod
+    def _wrap(cls, ws: _RtWorkspace) -> Workspace:
+        """The C.Workspace view of an existing runtime workspace (one per workspace)."""
+        with _lock:
+            w = _wrappers.get(id(ws))
+            if w is None or w._ws is not ws:
+                w = cls.__new__(cls)
+                w._ws = ws
+                _wrappers[id(ws)] = w
+            return w
+
+    @property
+    def current(self) -> Workspace:
+        return type(self).current
+
+    @property
+    def blobs(self) -> dict[str, Blob]:
+        ws = self._ws
+        return {n: Blob(b) for n in ws.blobs() if (b := ws.get_blob(n)) is not None}
+
+    @property
+    def nets(self) -> dict[str, Net]:
+        ws = self._ws
+        return {n: Net(net) for n in ws.nets() if (net := ws.get_net(n)) is not None}
+
+    def _create_net(self, net_def: bytes, overwrite: bool = False) -> Net:
+        proto = _parse(caffe2_pb2.NetDef, net_def, "net")
+        net = self._ws.create_net(proto, bool(overwrite))
+        _enforce(net is not None, f"Error creating net with proto: {_net_text(proto)}")
+        return Net(net)
+
+    def create_blob(self, name: str) -> Blob:
+        b = self._ws.create_blob(_check_name(name))
+        _enforce(b is not None, f"Cannot create blob {name}")
+        return Blob(b)
+
+    def fetch_blob(self, name: str) -> Any:
+        return _fetch(self._ws.get_blob(_check_name(name)), name)
+
+    def has_blob(self, name: str) -> bool:
+        return self._ws.has_blob(_check_name(name))
+
+    def _run_net(self, net_def: bytes) -> bool:
+        proto = _parse(caffe2_pb2.NetDef, net_def, "net")
+        _enforce(self._ws.run_net_once(proto), f"Error running net {proto.name}")
+        return True
+
+    def _run_operator(self, op_def: bytes) -> bool:
+        proto = _parse(caffe2_pb2.OperatorDef, op_def, "operator")
+        _enforce(self._ws.run_operator_once(proto), f"Error running operator {proto.type}")
+        return True
+
+    def _run_plan(self, plan_def: bytes) -> bool:
+        proto = _parse(caffe2_pb2.PlanDef, plan_def, "plan")
+        _enforce(self._ws.run_plan(proto), f"Error running plan {proto.name}")
+        return True
+
+    def _last_failed_op_net_position(self) -> int:
+        return self._ws.last_failed_op_net_position
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Workspace) and other._ws is self._ws
+
+    def __hash__(self) -> int:
+        return id(self._ws)
+
+    def __repr__(self) -> str:
+        return f"<C.Workspace at {id(self._ws):#x}>"
+
+
+def runtime_workspace_of(ws: Workspace) -> _RtWorkspace:
+    """The runtime Workspace behind a C.Workspace."""
+    return ws._ws

@@ -78,8 +78,7 @@ class OperatorError(EnforceError):
             f"{detail}\nError from operator: \n{op_text(op.opdef).strip()}\n"
             f"Blobs of the failing operator:\n{op.describe_blobs()}"
         )
-        super().__init__(msg, op.where, None)
-        self.blob = blob
+        super().__init__(msg, op.where, blob)
 
 
 class NetBase:

@@ -241,7 +241,10 @@ def create_operator(
     try:
         kernel = schema.factory(init)
     except Exception as e:  # EnforceError from the factory's checks, or a bad argument value
-        detail = e.msg if isinstance(e, EnforceError) else f"{type(e).__name__}: {e}"
+        if isinstance(e, EnforceError):
+            detail = e.msg if e.where == where else e.args[0]  # a nested net keeps its place
+        else:
+            detail = f"{type(e).__name__}: {e}"
         blob = e.blob if isinstance(e, EnforceError) else None
         raise EnforceError(f"{detail}\nOperator: {op_text(opdef).strip()}", where, blob) from e
     return Operator(init, kernel)

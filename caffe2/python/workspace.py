@@ -211,10 +211,11 @@ def RunOperatorsOnce(operators: Any) -> bool:
 
 def RunPlan(plan_or_step: Any) -> bool:
     """Run a Plan, PlanDef or ExecutionStep (wrapped in a Plan of the step's name)."""
-    from caffe2.python import core
+    if not isinstance(plan_or_step, str | bytes | Message):
+        from caffe2.python import core
 
-    if isinstance(plan_or_step, core.ExecutionStep):
-        plan_or_step = core.Plan(plan_or_step)
+        if isinstance(plan_or_step, core.ExecutionStep):
+            plan_or_step = core.Plan(plan_or_step)
     return C.run_plan(StringifyProto(plan_or_step))
 
 

@@ -60,8 +60,12 @@ class OpSchema:
     enforce_inplace: frozenset[tuple[int, int]] = frozenset()
     args: dict[str, Arg] = field(default_factory=dict)
     needs_workspace: bool = False
-    doc: str = ""
     gradient: Callable[..., Any] | None = None
+
+    @property
+    def doc(self) -> str:
+        """The factory's docstring, read when asked (families may set it after registering)."""
+        return (self.factory.__doc__ or "").strip()
 
     def check_counts(self, n_in: int, n_out: int) -> str | None:
         """None if the counts fit the schema, else the reason."""
@@ -148,7 +152,6 @@ def operator(
             enforce_inplace=frozenset(enforce_inplace),
             args={a.name: a for a in args},
             needs_workspace=needs_workspace,
-            doc=(factory.__doc__ or "").strip(),
             gradient=_PENDING_GRADIENTS.pop(op_type, None),
         )
         return factory

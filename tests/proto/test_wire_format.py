@@ -115,7 +115,9 @@ def test_qtensor_and_tensor_protos():
 
 
 def test_qtensor_required_fields():
-    with pytest.raises(Exception):
+    from google.protobuf.message import EncodeError
+
+    with pytest.raises(EncodeError):
         caffe2_pb2.QTensorProto(dims=[1]).SerializeToString()
 
 

@@ -231,8 +231,10 @@ def GetNetProfile(name: Any) -> Any:
 # ---- feeding and fetching ------------------------------------------------------------------
 def _tensor_proto_to_array(tensor: caffe2_pb2.TensorProto) -> np.ndarray:
     try:
-        from caffe2.python import utils
-    except ImportError:
+        import caffe2.python.utils as utils
+    except ModuleNotFoundError as e:  # utils.py not there: the runtime's converter
+        if e.name != "caffe2.python.utils":
+            raise
         return _tensor_to_array(tensor)
     return utils.Caffe2TensorToNumpyArray(tensor)
 

@@ -354,7 +354,6 @@ FLAGS: dict[str, Any] = {
     "caffe2_handle_executor_threads_exceptions": True,
     "caffe2_print_blob_sizes_at_exit": False,
 }
-_global_init_done = False
 
 
 def register_flag(name: str, default: Any) -> None:
@@ -389,7 +388,6 @@ def _set_flag(name: str, text: str | None) -> None:
 def global_init(args: list[str]) -> None:
     """Parse Caffe2 flags (``--name=value``, ``--name value``, ``--flag``/``--noflag``);
     args[0] is the program name."""
-    global _global_init_done
     items = [str(a) for a in list(args)[1:]]
     with _lock:
         i = 0
@@ -407,20 +405,20 @@ def global_init(args: list[str]) -> None:
                     text = items[i]
             _set_flag(name, text)
             i += 1
-        _global_init_done = True
-        level = int(FLAGS["caffe2_log_level"])
-        logging.getLogger("caffe2").setLevel(
-            logging.DEBUG
-            if level < 0
-            else [logging.INFO, logging.WARNING, logging.ERROR][min(level, 2)]
-        )
+        if any(a.lstrip("-").startswith("caffe2_log_level") for a in items):
+            # Caffe2 levels: <0 verbose, 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL.
+            level = int(FLAGS["caffe2_log_level"])
+            py_levels = [logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
+            log.setLevel(logging.DEBUG if level < 0 else py_levels[min(level, 3)])
 
 
 def get_stats() -> dict[str, int]:
     """Exported stat values by key (from ``caffe2.runtime.stats`` when it is present)."""
     try:
-        from caffe2.runtime import stats  # type: ignore[attr-defined]
-    except ImportError:
+        import caffe2.runtime.stats as stats  # type: ignore[import-not-found]
+    except ModuleNotFoundError as e:
+        if e.name != "caffe2.runtime.stats":
+            raise
         return {}
     publish = getattr(stats, "publish", None)
     return dict(publish()) if publish is not None else {}
@@ -579,24 +577,26 @@ def get_blob_numa_node(name: str) -> int:
 class Blob:
     """A handle on a runtime blob (Caffe2's ``C.Blob``)."""
 
-    __slots__ = ("_blob",)
+    __slots__ = ("_blob", "_name")
 
-    def __init__(self, blob: _RtBlob) -> None:
+    def __init__(self, blob: _RtBlob, name: str | None = None) -> None:
         if not isinstance(blob, _RtBlob):
             raise TypeError("C.Blob wraps a workspace blob; use Workspace.create_blob(name)")
         self._blob = blob
+        self._name = name
 
     def fetch(self) -> Any:
         """A copy of the tensor (ndarray) or string (bytes) the blob holds."""
         v = self._blob.value
         _enforce(
             isinstance(v, np.ndarray | bytes),
-            f"Could not fetch for blob of type: {_type_name(v)}",
+            f"Could not fetch for blob of type: {_type_name(v)}"
+            + (f" (blob {self._name})" if self._name else ""),
         )
         return copy_value(v)
 
     def _feed(self, arg: Any, device_option: Any = None) -> bool:
-        return _feed(self._blob, "<C.Blob>", arg, device_option)
+        return _feed(self._blob, self._name or "<unnamed>", arg, device_option)
 
     def serialize(self, name: str) -> bytes:
         return serialization.serialize_blob(_check_name(name), self._blob.value)
@@ -675,7 +675,8 @@ class Workspace(metaclass=_WorkspaceMeta):
         if parent is not None and not isinstance(parent, Workspace):
             raise TypeError(f"Workspace(parent): expected a C.Workspace, got {type(parent)}")
         self._ws = _RtWorkspace(parent._ws if parent is not None else None)
-        _wrappers[id(self._ws)] = self
+        with _lock:
+            _wrappers[id(self._ws)] = self
 
     @classmethod
     def _wrap(cls, ws: _RtWorkspace) -> Workspace:
@@ -695,7 +696,7 @@ class Workspace(metaclass=_WorkspaceMeta):
     @property
     def blobs(self) -> dict[str, Blob]:
         ws = self._ws
-        return {n: Blob(b) for n in ws.blobs() if (b := ws.get_blob(n)) is not None}
+        return {n: Blob(b, n) for n in ws.blobs() if (b := ws.get_blob(n)) is not None}
 
     @property
     def nets(self) -> dict[str, Net]:
@@ -711,7 +712,7 @@ class Workspace(metaclass=_WorkspaceMeta):
     def create_blob(self, name: str) -> Blob:
         b = self._ws.create_blob(_check_name(name))
         _enforce(b is not None, f"Cannot create blob {name}")
-        return Blob(b)
+        return Blob(b, name)
 
     def fetch_blob(self, name: str) -> Any:
         return _fetch(self._ws.get_blob(_check_name(name)), name)

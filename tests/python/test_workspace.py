@@ -395,8 +395,13 @@ def test_workspace_run_net_failure_records_position(capsys):
 def test_c_blob_fetch_tensor_and_serialize():
     ws = C.Workspace()
     b = ws.create_blob("e")
-    with pytest.raises(RuntimeError, match=r"Could not fetch for blob of type: nullptr"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"Could not fetch for blob of type: nullptr \(uninitialized\) \(blob e\)",
+    ):
         b.fetch()
+    with pytest.raises(RuntimeError, match=r"only numpy array or string.*blob e"):
+        b.feed(1.0)
     assert not b.is_tensor()
     t = b.tensor()
     assert b.is_tensor() and isinstance(t, C.TensorCPU)

@@ -504,8 +504,8 @@ def get_gradient_defs(op_def: bytes, g_output: list[Any]) -> tuple[list[bytes], 
     """Gradient ops of a serialized OperatorDef from the registry's gradient maker.
 
     ``g_output`` has one entry per op output: None, a gradient blob name, or an
-    (indices, values) pair. Returns the serialized gradient OperatorDefs (flagged
-    ``is_gradient_op``, with the op's device option and engine) and one entry per input.
+    (indices, values) pair. Returns the serialized gradient OperatorDefs, as complete as
+    the maker made them, and one entry per input.
     """
     opdef = _parse(caffe2_pb2.OperatorDef, op_def, "operator")
     schema = registry.get_schema(opdef.type)
@@ -525,16 +525,8 @@ def get_gradient_defs(op_def: bytes, g_output: list[Any]) -> tuple[list[bytes], 
         f"Gradient maker of {opdef.type} returned {len(g_input)} input gradients for "
         f"{len(opdef.input)} inputs",
     )
-    out = []
-    for g in grad_ops:
-        gd = caffe2_pb2.OperatorDef()
-        gd.CopyFrom(g)
-        gd.is_gradient_op = True
-        if opdef.HasField("device_option"):
-            gd.device_option.CopyFrom(opdef.device_option)
-        if opdef.HasField("engine"):
-            gd.engine = opdef.engine
-        out.append(gd.SerializeToString())
+    # The makers return complete ops (runtime_design.md): nothing is added to them here.
+    out = [g.SerializeToString() for g in grad_ops]
     return out, g_input
 
 

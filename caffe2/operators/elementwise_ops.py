@@ -12,8 +12,10 @@ from typing import Any
 import numpy as np
 
 from caffe2.operators._util import BOOL, F32, FLOATS, I32, I64, NUMERIC, check_dtype, tensor
-from caffe2.runtime.errors import EnforceError
 from caffe2.runtime.registry import Arg, operator
+
+# Identity no blob value can have: the first run always validates, even of None.
+_UNSET = object()
 
 BROADCAST_ARGS = (
     Arg("broadcast", "bool", False),
@@ -84,8 +86,8 @@ def binary_kernel(
     broadcast = op.arg("broadcast")
     A, B = op.inputs
     C = op.outputs[0]
-    c_is_b = C is B and A is not B
-    va = vb = vc = bv = None
+    c_is_b = C is B
+    va = vb = vc = bv = _UNSET
 
     def validate(a: Any, b: Any) -> np.ndarray:
         nonlocal va, vb, vc, bv
@@ -98,7 +100,7 @@ def binary_kernel(
             )
         if broadcast:
             view = _b_view(op, a, b, axis)
-            if c_is_b and view.shape != a.shape:
+            if c_is_b:
                 raise op.error("In-place is allowed only with the first tensor when broadcasting")
         else:
             if a.shape != b.shape:
@@ -129,33 +131,35 @@ def binary_kernel(
     return run
 
 
-def _int_div(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """C++ integer division: truncates toward zero; division by zero is an error."""
-    if not np.all(b):
-        raise EnforceError("Div: integer division by zero")
-    np.floor_divide(a, b, out=out)
-    out += (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
+def _divide(op: Any) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """Division as C++ did it: true division for floats; for integers, truncation toward
+    zero, and division by zero is an error naming the divisor blob."""
+
+    def divide(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        if out.dtype in FLOATS:
+            np.divide(a, b, out=out)
+            return
+        if not np.all(b):
+            raise op.error("Div: integer division by zero", op.input_names[1])
+        q = np.floor_divide(a, b)
+        q += (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
+        np.copyto(out, q)
+
+    return divide
 
 
-def _divide(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    if out.dtype in FLOATS:
-        np.divide(a, b, out=out)
-    else:
-        _int_div(a, np.broadcast_to(b, a.shape), out)
-
-
-def _arith(name: str, ufunc: Callable, inplace: set) -> None:
-    @operator(name, inputs=2, outputs=1, allow_inplace=inplace, args=BROADCAST_ARGS)
+def _arith(name: str, ufunc: Callable | None, inplace: set) -> None:
     def factory(op: Any) -> Callable[[], None]:
-        return binary_kernel(op, ufunc, NUMERIC)
+        return binary_kernel(op, ufunc or _divide(op), NUMERIC)
 
     factory.__doc__ = f"{name}: [A, B] -> C, element-wise, with legacy broadcast."
+    operator(name, inputs=2, outputs=1, allow_inplace=inplace, args=BROADCAST_ARGS)(factory)
 
 
 _arith("Add", np.add, {(0, 0), (1, 0)})
 _arith("Sub", np.subtract, {(0, 0), (1, 0)})
 _arith("Mul", np.multiply, {(0, 0), (1, 0)})
-_arith("Div", _divide, {(0, 0)})
+_arith("Div", None, {(0, 0)})
 
 
 def _compare(name: str, ufunc: Callable, types: frozenset) -> None:
@@ -198,7 +202,7 @@ def unary_kernel(
     """
     X = op.inputs[0]
     Y = op.outputs[0]
-    vx = vy = vs = None
+    vx = vy = vs = _UNSET
 
     def validate() -> np.ndarray:
         nonlocal vx, vy, vs

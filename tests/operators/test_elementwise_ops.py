@@ -103,11 +103,6 @@ def test_int_div_broadcast_scalar_truncates(ws):
     np.testing.assert_array_equal(fetch(ws, "c"), [[3, -3], [0, -4]])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="elementwise_ops._int_div: in place (C is A) floor_divide overwrites A before "
-    "np.remainder(a, b) reads it, so the truncation fix-up is lost (-7/2 gives -4)",
-)
 def test_int_div_in_place_truncates_toward_zero(ws):
     feed(ws, a=np.array([-7, 7, -7], np.int32), b=np.array([2, -2, -2], np.int32))
     run(ws, make_op("Div", ["a", "b"], ["a"]))
@@ -125,11 +120,6 @@ def test_int_div_by_zero_is_an_error(ws):
         run(ws, make_op("Div", ["a", "b"], ["c"], broadcast=1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="elementwise_ops._int_div raises a bare EnforceError without the blob: the error "
-    "does not name the divisor blob (standard: op.error(msg, blob=name))",
-)
 def test_int_div_by_zero_names_the_divisor(ws):
     feed(ws, a=np.array([1, 2], np.int32), b=np.array([1, 0], np.int32))
     with pytest.raises(OperatorError) as e:
@@ -160,13 +150,6 @@ def test_non_tensor_input(ws):
         run(ws, make_op("Mul", ["b", "a"], ["c"]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="binary_kernel/unary_kernel cache input identities starting from None: when every "
-    "bound blob is still uninitialized (None) the kernel skips validation: Add and Relu raise "
-    "a NumPy TypeError instead of the 'must be a tensor' error, and Not silently succeeds "
-    "(np.logical_not(None) is True) leaving its output uninitialized",
-)
 @pytest.mark.parametrize(
     "op", [("Add", ["u", "v"], ["w"]), ("Relu", ["u"], ["u"]), ("Not", ["u"], ["w"])], ids=str
 )
@@ -417,12 +400,6 @@ def test_broadcast_in_place_with_b_is_an_error(ws):
         run(ws, make_op("Mul", ["a", "s"], ["s"], broadcast=1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="spec 15.2: 'When broadcasting, the output must not be the same blob as B' (Caffe2 "
-    "enforced &B != C whenever broadcast=1); binary_kernel only rejects it when B's "
-    "broadcast view differs from A's shape",
-)
 def test_broadcast_in_place_with_b_of_equal_shape_is_an_error(ws):
     feed(ws, a=np.zeros((2, 3), np.float32), b=np.zeros((2, 3), np.float32))
     with pytest.raises(OperatorError, match="In-place is allowed only with the first tensor"):

@@ -49,12 +49,14 @@ def register_python_op(
 ) -> str:
     """Register func and return its token: the base name, then ``base:1``, ``base:2`` ...
 
-    The base is ``name`` when it is non-empty, else ``func.__name__`` (the type's name for a
-    callable object without one).
+    The base is ``func.__name__`` (the type's name for a callable object without one),
+    prefixed with ``name + ":"`` when name is non-empty, as Caffe2's pybind state did.
     """
     if func is None or not callable(func):
         raise EnforceError(f"register_python_op needs a callable, got {func!r}", _WHERE)
-    base = name or getattr(func, "__name__", None) or type(func).__name__
+    base = getattr(func, "__name__", None) or type(func).__name__
+    if name:
+        base = f"{name}:{base}"
     with _registry_lock:
         token = base
         i = 1

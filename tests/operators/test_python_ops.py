@@ -112,13 +112,13 @@ def test_token_numbering():
     assert get_python_op("tok_numbering_fn:1") == PythonFunc(f, False)
 
 
-def test_name_overrides_the_base():
+def test_name_prefixes_the_function_name():
     def f(inputs, outputs):
         pass
 
-    assert register_python_op(f, True, "tok_named_op") == "tok_named_op"
-    assert register_python_op(f, False, "tok_named_op") == "tok_named_op:1"
-    assert get_python_op("tok_named_op") == PythonFunc(f, True)
+    assert register_python_op(f, True, "tok_named_op") == "tok_named_op:f"
+    assert register_python_op(f, False, "tok_named_op") == "tok_named_op:f:1"
+    assert get_python_op("tok_named_op:f") == PythonFunc(f, True)
 
 
 def test_callable_object_without_name_uses_its_type_name():
@@ -243,12 +243,12 @@ def test_no_inputs_no_outputs(ws):
 
 
 def test_token_is_looked_up_when_the_op_runs(ws):
-    op = make_op("Python", ["x"], ["z"], token="tok_registered_late")
+    op = make_op("Python", ["x"], ["z"], token="tok_registered_late:late")
     net = ws.create_net(make_net("late", op))  # construction does not need the function
     with pytest.raises(RuntimeError) as e:
         net.run()
     assert (
-        "Python operator for tok_registered_late is not available. If you use distributed "
+        "Python operator for tok_registered_late:late is not available. If you use distributed "
         "training it probably means that python implementation has to be registered in each "
         "of the workers" in str(e.value)
     )
@@ -257,7 +257,7 @@ def test_token_is_looked_up_when_the_op_runs(ws):
     def late(inputs, outputs):
         outputs[0].feed(inputs[0].data * 3)
 
-    assert register_python_op(late, False, "tok_registered_late") == "tok_registered_late"
+    assert register_python_op(late, False, "tok_registered_late") == "tok_registered_late:late"
     assert net.run()
     np.testing.assert_array_equal(ws.get_blob("z").value, [3.0, 6.0, 9.0])
 

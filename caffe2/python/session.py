@@ -449,6 +449,8 @@ class Session:
             compiled = self.compile(runnable, workspace_type, setup_net_list)
             try:
                 self._run_compiled(compiled.obj)
+            except NotImplementedError:
+                raise
             except Exception as e:
                 if compiled._attribution is None:
                     raise

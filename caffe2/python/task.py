@@ -91,6 +91,9 @@ class Cluster:
         self._nodes = []
         self._node_kwargs = {}
 
+    def __repr__(self):
+        return f"Cluster(nodes={self._nodes}, node_kwargs={self._node_kwargs})"
+
     def add_node(self, node):
         name = str(node)
         if name not in self._nodes:
@@ -124,7 +127,7 @@ class Node:
         return self._name
 
     def __repr__(self):
-        return f"Node({self._name!r})"
+        return f"Node(node={self._name!r}, kwargs={self._kwargs})"
 
     def kwargs(self):
         return self._kwargs
@@ -213,6 +216,9 @@ class SetupNets:
         self.init_nets = init_nets
         self.exit_nets = exit_nets
 
+    def __repr__(self):
+        return f"SetupNets(init_nets={self.init_nets}, exit_nets={self.exit_nets})"
+
     def setup(self, init_net):
         return self.init_nets
 
@@ -252,8 +258,9 @@ class TaskGroup:
         self._workspace_type = workspace_type
         self._tasks_by_node = None
 
-    def __repr__(self):
-        return f"TaskGroup({_task_list_text(self._tasks + self._tasks_to_add)})"
+    def __repr__(self):  # no side effect: does not finalize the tasks
+        tasks = self._tasks + self._tasks_to_add
+        return f"TaskGroup(tasks={tasks}, workspace_type={self._workspace_type!r})"
 
     def add(self, task):
         """Finalize ``task`` (build its step) and add it to this group."""
@@ -433,7 +440,7 @@ class TaskOutput:
         self._fetch_func = None
 
     def __repr__(self):
-        return f"TaskOutput({[str(n) for n in self.names]})"
+        return f"TaskOutput(names={self.names}, values={self._values})"
 
     def set(self, values, _fetch_func=None):
         assert len(values) == len(self.names), (
@@ -553,7 +560,7 @@ class Task:
         self._num_instances = num_instances
 
     def __repr__(self):
-        return f"Task({self.name!r}, node={self.node!r})"
+        return f"Task(name={self.name!r}, node={self.node!r}, outputs={self._outputs})"
 
     def __enter__(self):
         # Leave the group while the body runs, so that tasks created inside come first.

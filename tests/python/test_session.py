@@ -257,3 +257,75 @@ def test_14_4_net_names_of_successive_task_builders(ws):
 
 def test_compiled_runnable_is_exposed():
     assert CompiledRunnable(None, LocalSession).session_class is LocalSession
+
+
+# ---- acceptance checks from Caffe2's own use of LocalSession (net_builder_test) ---------------
+
+
+def test_setup_and_exit_ordering_with_final_outputs():
+    with Task() as task:
+        with ops.task_init():
+            one = ops.Const(1)
+        two = ops.Add([one, one])
+        with ops.task_init():
+            three = ops.Const(3)
+        accum = ops.Add([two, three])
+        # here accum is 5
+        with ops.task_exit():
+            # accum is 6 here: the exit runs after the lines below
+            seven_1 = ops.Add([accum, one])
+        six = ops.Add([accum, one])
+        ops.Add([accum, one], [accum])
+        seven_2 = ops.Add([accum, one])
+        o6 = final_output(six)
+        o7_1 = final_output(seven_1)
+        o7_2 = final_output(seven_2)
+    with LocalSession(workspace.C.Workspace()) as session:
+        session.run(task)
+        assert o6.fetch() == 6
+        assert o7_1.fetch() == 7
+        assert o7_2.fetch() == 7
+
+
+def test_multi_instance_counters_are_per_instance_where_they_should_be():
+    num_instances, num_iters = 10, 15
+    with TaskGroup() as tg:
+        with Task(num_instances=num_instances):
+            with ops.task_init():
+                counter1 = ops.CreateCounter([], ["global_counter"])
+                counter2 = ops.CreateCounter([], ["global_counter2"])
+                counter3 = ops.CreateCounter([], ["global_counter3"])
+            # task_counter and local_counter are per instance
+            with ops.task_instance_init():
+                task_counter = ops.CreateCounter([], ["task_counter"])
+            local_counter = ops.CreateCounter([], ["local_counter"])
+            with ops.loop(num_iters):
+                ops.CountUp(counter1)
+                ops.CountUp(task_counter)
+                ops.CountUp(local_counter)
+            # sums of squares show each instance counted exactly num_iters, without races
+            with ops.task_instance_exit():
+                count2 = ops.RetrieveCount(task_counter)
+                with ops.loop(ops.Mul([count2, count2])):
+                    ops.CountUp(counter2)
+            count3 = ops.RetrieveCount(local_counter)
+            with ops.loop(ops.Mul([count3, count3])):
+                ops.CountUp(counter3)
+            with ops.task_exit():
+                total1 = final_output(ops.RetrieveCount(counter1))
+                total2 = final_output(ops.RetrieveCount(counter2))
+                total3 = final_output(ops.RetrieveCount(counter3))
+    with LocalSession(workspace.C.Workspace()) as session:
+        session.run(tg)
+        assert total1.fetch() == num_instances * num_iters
+        assert total2.fetch() == num_instances * num_iters**2
+        assert total3.fetch() == num_instances * num_iters**2
+
+
+def test_base_session_runs_nothing():
+    s = Session()
+    with pytest.raises(NotImplementedError):
+        s.run(_fill_net("ls_base", "ls_base_x"))
+    with pytest.raises(NotImplementedError):
+        s.fetch_output(None)
+    assert s.is_open()

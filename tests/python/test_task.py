@@ -467,3 +467,20 @@ def test_final_output_in_task_and_outside():
     assert lone.outputs() == [standalone] and lone.name == "tk_final/task:1"
     # a task with an explicit output gets no auto output net
     assert all(not n.endswith(":output") for n in t.get_step().Proto().network)
+
+
+def test_reprs_have_no_side_effects():
+    with Cluster() as c:
+        assert repr(c) == "Cluster(nodes=[], node_kwargs={})"
+        assert repr(Node("tk_repr")) == "Node(node='tk_repr', kwargs={})"
+    tg = TaskGroup()
+    assert repr(tg) == "TaskGroup(tasks=[], workspace_type=None)"
+    with tg:
+        t = Task(node="tk_repr")
+    assert repr(tg) == (
+        "TaskGroup(tasks=[Task(name='tk_repr/task', node='tk_repr', outputs=[])], "
+        "workspace_type=None)"
+    )
+    assert not tg._already_used and tg._tasks_to_add == [t]
+    assert repr(TaskOutput([])) == "TaskOutput(names=[], values=None)"
+    assert repr(SetupNets()) == "SetupNets(init_nets=None, exit_nets=None)"

@@ -4,7 +4,8 @@
 
 Prints one line per figure:
 - ``w3_us_per_iter``: one iteration of a 100000-iteration step running a 3-op net on shape
-  [16] (workloads.md W3), against a Python loop of the same 3 ufunc calls;
+  [16] (workloads.md W3), against a Python loop of the same 3 ufunc calls, and what the
+  executor adds to a bare Python loop of ``net.run()``;
 - ``w4_speedup``: two concurrent substeps of 50 1024x1024 MatMuls against the same substeps
   run sequentially (W4), with the speed-up of two bare NumPy threads for reference;
 - ``plan_startup_us``: compile and run of a 1-iteration plan (net creation included),
@@ -87,9 +88,17 @@ def bench_w3(reps: int) -> float:
     assert ws.run_plan(w3_plan(100))  # the correctness run is the warm-up
     t_plan = timed(lambda: ws.run_plan(plan), reps, warmup=False) / W3_ITERS
     t_np = timed(numpy_loop(W3_ITERS), reps) / W3_ITERS
+    run = ws.get_net("loop_net").run
+
+    def net_loop() -> None:
+        for _ in range(W3_ITERS):
+            run()
+
+    t_net = timed(net_loop, reps) / W3_ITERS
     print(
         f"w3_us_per_iter {t_plan * 1e6:.3f} us ratio={t_plan / t_np:.2f} "
-        f"(numpy {t_np * 1e6:.3f} us, per op {t_plan * 1e6 / 3:.3f} us)"
+        f"(numpy {t_np * 1e6:.3f} us; a bare loop of net.run {t_net * 1e6:.3f} us, "
+        f"executor minus that loop {(t_plan - t_net) * 1e9:+.0f} ns per iteration)"
     )
     return t_np
 
@@ -159,7 +168,7 @@ def bench_w4(reps: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--reps", type=int, default=3, help="timed repetitions of W3")
+    ap.add_argument("--reps", type=int, default=5, help="timed repetitions of W3")
     ap.add_argument("--w4-reps", type=int, default=3, help="timed repetitions of W4")
     ap.add_argument("--startup-reps", type=int, default=500)
     ap.add_argument("--skip-w4", action="store_true")

@@ -104,6 +104,10 @@ class NetBase:
     def _check_def(self) -> None:
         nd = self.netdef
         where = f"net '{self.name}'"
+        arg_names = [a.name for a in nd.arg]
+        for a in arg_names:
+            if arg_names.count(a) > 1:
+                raise EnforceError(f"Duplicated argument name [{a}] found in net def", where)
         for op in nd.op:
             if op.HasField("device_option") and op.device_option.HasField("node_name"):
                 raise EnforceError(
@@ -133,6 +137,13 @@ class NetBase:
 
     def run(self) -> bool:
         raise NotImplementedError
+
+    def stats(self) -> dict | None:
+        """Per-operator timings, for executors that record them (prof_dag); else None."""
+        return None
+
+    def reset_stats(self) -> None:
+        """Forget recorded timings (a no-op for executors that record none)."""
 
     def _fail(self, op: Operator, cause: BaseException) -> OperatorError:
         self.ws.last_failed_op_net_position = op.index

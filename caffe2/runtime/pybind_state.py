@@ -630,12 +630,12 @@ class Net:
 
     def stats(self) -> Any:
         """Per-op profiling statistics (prof_dag nets only)."""
-        fn = getattr(self._net, "stats", None)
+        stats = self._net.stats()
         _enforce(
-            fn is not None,
+            stats is not None,
             f"Net {self._net.name} does not collect statistics (create it with type prof_dag)",
         )
-        return fn()
+        return stats
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Net) and other._net is self._net

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -218,7 +219,11 @@ class Workspace:
 
         return run_operator_once(opdef, self)
 
-    def run_plan(self, plan: caffe2_pb2.PlanDef, should_continue=None) -> bool:
+    def run_plan(
+        self,
+        plan: caffe2_pb2.PlanDef,
+        should_continue: Callable[[int], bool] | None = None,
+    ) -> bool:
         from caffe2.runtime.plan_executor import run_plan
 
         return run_plan(self, plan, should_continue)

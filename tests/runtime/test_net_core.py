@@ -196,3 +196,16 @@ def test_registry_rejects_duplicates_and_lists_types():
     with pytest.raises(RuntimeError, match="registered twice"):
         registry.operator("Add")(lambda op: None)
     assert registry.has_operator("Relu") and not registry.has_operator("NOEXIST")
+
+
+def test_duplicate_net_arguments_are_an_error(ws):
+    nd = make_net("n", ("Relu", ["x"], ["r"], {}))
+    nd.arg.add(name="num_workers", i=2)
+    nd.arg.add(name="num_workers", i=2)
+    with pytest.raises(RuntimeError, match=r"Duplicated argument name \[num_workers\]"):
+        ws.create_net(nd)
+
+
+def test_simple_net_records_no_stats(ws):
+    net = ws.create_net(make_net("n", ("Relu", ["x"], ["r"], {})))
+    assert net.stats() is None

@@ -36,9 +36,19 @@ class ContextInfo:
     def enter(self, value: Any) -> None:
         self._stack.append(value)
 
-    def exit(self, value: Any) -> None:
+    def exit(self, value: Any, unwinding: bool = False) -> None:
+        """Pop value, which must be the innermost context.
+
+        While an exception propagates (``unwinding``), contexts entered inside value whose
+        own exit failed before popping are dropped too, so that the original exception is
+        not replaced by this check.
+        """
         stack = self._stack
         assert len(stack) > 0, f"Context {self.cls} is empty."
+        if unwinding and stack[-1] is not value and any(v is value for v in stack):
+            while stack.pop() is not value:
+                pass
+            return
         popped = stack.pop()
         assert popped is value, f"Context {self.cls}: exited {value!r} but {popped!r} was active."
 
@@ -85,7 +95,8 @@ def _ctx_enter(self: Any) -> Any:
 
 
 def _ctx_exit(self: Any, *args: Any) -> None:
-    _CONTEXT_REGISTRY.get(self._ctx_class).exit(self)
+    unwinding = bool(args) and args[0] is not None
+    _CONTEXT_REGISTRY.get(self._ctx_class).exit(self, unwinding)
     if self._prev_exit is not None:
         self._prev_exit(*args)
 

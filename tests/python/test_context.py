@@ -121,6 +121,30 @@ def test_exit_must_pop_self():
     assert Ctx.current(required=False) is None
 
 
+def test_exception_unwinds_contexts_that_failed_to_pop():
+    class Leaky(Ctx):
+        def __exit__(self, *args):
+            raise ValueError("inner exit failed")  # never reaches the generic exit
+
+    outer = Ctx("outer")
+    with pytest.raises(ValueError, match="inner exit failed"):
+        with outer:
+            with Leaky("leaky"):
+                pass
+    assert Ctx.current(required=False) is None
+
+
+def test_mismatched_exit_without_exception_still_asserts():
+    a, b = Ctx("a"), Ctx("b")
+    a.__enter__()
+    b.__enter__()
+    with pytest.raises(AssertionError, match="exited"):
+        a.__exit__(None, None, None)
+    Ctx.current()  # a is still on the stack
+    a.__exit__(None, None, None)
+    assert Ctx.current(required=False) is None
+
+
 def test_instance_as_decorator():
     c = Ctx("deco")
 

@@ -12,6 +12,7 @@ FAMILIES = (
     "concat_split_ops",
     "control_ops",
     "python_ops",
+    "queue_ops",
 )
 
 for _name in FAMILIES:

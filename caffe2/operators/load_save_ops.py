@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -31,6 +30,7 @@ from caffe2.runtime import serialization
 from caffe2.runtime.blob import Blob, describe
 from caffe2.runtime.db import DB, Cursor, DBReader, Mode, create_db, db_exists, unknown_type_hint
 from caffe2.runtime.errors import EnforceError
+from caffe2.runtime.flags import FLAGS
 from caffe2.runtime.registry import Arg, operator
 
 log = logging.getLogger("caffe2")
@@ -64,12 +64,7 @@ def strip_prefix(name: str, prefix: str) -> str:
 
 def chunk_size() -> int:
     """The ``caffe2_tensor_chunk_size`` flag (GlobalInit sets it), default 1,000,000."""
-    mod = sys.modules.get("caffe2.runtime.pybind_state")
-    flags = getattr(mod, "FLAGS", None)
-    value = flags.get("caffe2_tensor_chunk_size") if isinstance(flags, dict) else None
-    if value is None:
-        return serialization.DEFAULT_CHUNK_SIZE
-    value = int(value)
+    value = int(FLAGS.get("caffe2_tensor_chunk_size", serialization.DEFAULT_CHUNK_SIZE))
     if value <= 0:
         raise EnforceError(
             f"The caffe2_tensor_chunk_size flag must be positive, got {value}", "Save"

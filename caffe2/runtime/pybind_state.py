@@ -24,10 +24,11 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.text_format import MessageToString
 
 from caffe2.proto import caffe2_pb2
-from caffe2.runtime import registry, serialization
+from caffe2.runtime import db, flags, registry, serialization
 from caffe2.runtime.blob import Blob as _RtBlob
 from caffe2.runtime.blob import type_name as _type_name
 from caffe2.runtime.errors import EnforceError
+from caffe2.runtime.flags import FLAGS, register_flag  # noqa: F401  (part of the C surface)
 from caffe2.runtime.tensor import TensorCPU, copy_value, to_tensor
 from caffe2.runtime.workspace import Workspace as _RtWorkspace
 
@@ -346,70 +347,13 @@ def benchmark_net(name: str, warmup_runs: int, main_runs: int, run_individual: b
 
 
 # ---- flags and stats -----------------------------------------------------------------------
-FLAGS: dict[str, Any] = {
-    "caffe2_log_level": 0,
-    "caffe2_tensor_chunk_size": serialization.DEFAULT_CHUNK_SIZE,
-    "caffe2_serialize_fp16_as_bytes": False,
-    "caffe2_max_tensor_serializer_threads": 16,
-    "caffe2_handle_executor_threads_exceptions": True,
-    "caffe2_print_blob_sizes_at_exit": False,
-}
-
-
-def register_flag(name: str, default: Any) -> None:
-    """Declare a command-line flag GlobalInit accepts (its type is the default's)."""
-    with _lock:
-        FLAGS.setdefault(name, default)
-
-
-def _set_flag(name: str, text: str | None) -> None:
-    if name not in FLAGS and name.startswith("no") and name[2:] in FLAGS and text is None:
-        FLAGS[name[2:]] = False
-        return
-    _enforce(name in FLAGS, f"GlobalInit: unknown flag --{name}")
-    cur = FLAGS[name]
-    if isinstance(cur, bool):
-        if text is None or text.lower() in ("1", "true", "yes"):
-            FLAGS[name] = True
-        elif text.lower() in ("0", "false", "no"):
-            FLAGS[name] = False
-        else:
-            raise EnforceError(f"GlobalInit: flag --{name} wants a bool, got {text!r}", _WHERE)
-        return
-    _enforce(text is not None, f"GlobalInit: flag --{name} needs a value")
-    try:
-        FLAGS[name] = type(cur)(text)
-    except ValueError:
-        raise EnforceError(
-            f"GlobalInit: flag --{name} wants a {type(cur).__name__}, got {text!r}", _WHERE
-        ) from None
-
-
 def global_init(args: list[str]) -> None:
-    """Parse Caffe2 flags (``--name=value``, ``--name value``, ``--flag``/``--noflag``);
-    args[0] is the program name."""
-    items = [str(a) for a in list(args)[1:]]
-    with _lock:
-        i = 0
-        while i < len(items):
-            a = items[i]
-            _enforce(a.startswith("-"), f"GlobalInit: unexpected argument {a!r}")
-            body = a.lstrip("-")
-            if "=" in body:
-                name, text = body.split("=", 1)
-            else:
-                name, text = body, None
-                cur = FLAGS.get(name)
-                if cur is not None and not isinstance(cur, bool) and i + 1 < len(items):
-                    i += 1
-                    text = items[i]
-            _set_flag(name, text)
-            i += 1
-        if any(a.lstrip("-").startswith("caffe2_log_level") for a in items):
-            # Caffe2 levels: <0 verbose, 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL.
-            level = int(FLAGS["caffe2_log_level"])
-            py_levels = [logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
-            log.setLevel(logging.DEBUG if level < 0 else py_levels[min(level, 3)])
+    """Parse Caffe2 flags (see ``caffe2.runtime.flags.parse``); args[0] is the program name."""
+    if "caffe2_log_level" in flags.parse(args):
+        # Caffe2 levels: <0 verbose, 0 INFO, 1 WARNING, 2 ERROR, 3 FATAL.
+        level = int(FLAGS["caffe2_log_level"])
+        py_levels = [logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
+        log.setLevel(logging.DEBUG if level < 0 else py_levels[min(level, 3)])
 
 
 def get_stats() -> dict[str, int]:
@@ -743,3 +687,19 @@ class Workspace(metaclass=_WorkspaceMeta):
 def runtime_workspace_of(ws: Workspace) -> _RtWorkspace:
     """The runtime Workspace behind a C.Workspace."""
     return ws._ws
+
+
+# ---- DBs -----------------------------------------------------------------------------------
+class Mode:
+    """``C.Mode``: how ``create_db`` opens a DB."""
+
+    read = db.Mode.READ
+    write = db.Mode.WRITE
+    new = db.Mode.NEW
+
+
+def create_db(db_type: str, source: str, mode: int) -> db.DB:
+    """``C.create_db``: open a DB of a registered type (cursor, transaction, put, commit)."""
+    opened = db.create_db(db_type, source, mode)
+    _enforce(opened is not None, f"Unknown db type {db_type!r}{db.unknown_type_hint(db_type)}")
+    return opened

@@ -746,3 +746,18 @@ def test_engine_prefs():
         C.set_global_engine_pref({7: ["E"]})
     C.set_engine_pref({}, {})
     assert C.engine_prefs() == ({}, {})
+
+
+def test_c_create_db_round_trip(tmp_path):
+    path = str(tmp_path / "x.minidb")
+    w = workspace.C.create_db("minidb", path, workspace.C.Mode.new)
+    t = w.new_transaction()
+    t.put("k", b"v")
+    t.commit()
+    w.close()
+    r = workspace.C.create_db("minidb", path, workspace.C.Mode.read)
+    c = r.new_cursor()
+    assert (c.key(), c.value()) == (b"k", b"v")
+    r.close()
+    with pytest.raises(RuntimeError, match="Unknown db type 'nosuchdb'"):
+        workspace.C.create_db("nosuchdb", path, workspace.C.Mode.read)

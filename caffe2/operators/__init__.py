@@ -14,6 +14,10 @@ FAMILIES = (
     "python_ops",
     "load_save_ops",
     "queue_ops",
+    "timer_ops",
+    "iter_ops",
+    "text_file_reader_ops",
+    "tensor_vector_ops",
 )
 
 for _name in FAMILIES:

@@ -8,38 +8,10 @@ import numpy as np
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime.blob import Blob, describe, dtype_name
+from caffe2.runtime.dtypes import DTYPE_TO_ENUM, ENUM_TO_DTYPE  # noqa: F401  (re-exported)
 from caffe2.runtime.errors import EnforceError
 
 TP = caffe2_pb2.TensorProto
-
-# TensorProto.DataType <-> numpy dtype. STRING tensors are object arrays of bytes.
-ENUM_TO_DTYPE: dict[int, np.dtype] = {
-    TP.FLOAT: np.dtype(np.float32),
-    TP.INT32: np.dtype(np.int32),
-    TP.BYTE: np.dtype(np.uint8),
-    TP.STRING: np.dtype(object),
-    TP.BOOL: np.dtype(np.bool_),
-    TP.UINT8: np.dtype(np.uint8),
-    TP.INT8: np.dtype(np.int8),
-    TP.UINT16: np.dtype(np.uint16),
-    TP.INT16: np.dtype(np.int16),
-    TP.INT64: np.dtype(np.int64),
-    TP.FLOAT16: np.dtype(np.float16),
-    TP.DOUBLE: np.dtype(np.float64),
-}
-DTYPE_TO_ENUM: dict[np.dtype, int] = {
-    np.dtype(np.float32): TP.FLOAT,
-    np.dtype(np.int32): TP.INT32,
-    np.dtype(object): TP.STRING,
-    np.dtype(np.bool_): TP.BOOL,
-    np.dtype(np.uint8): TP.UINT8,
-    np.dtype(np.int8): TP.INT8,
-    np.dtype(np.uint16): TP.UINT16,
-    np.dtype(np.int16): TP.INT16,
-    np.dtype(np.int64): TP.INT64,
-    np.dtype(np.float16): TP.FLOAT16,
-    np.dtype(np.float64): TP.DOUBLE,
-}
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 I32, I64 = np.dtype(np.int32), np.dtype(np.int64)

@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime.blob import Blob, type_name
+from caffe2.runtime.dtypes import ENUM_TO_DTYPE
 from caffe2.runtime.errors import EnforceError
 
 TP = caffe2_pb2.TensorProto
@@ -50,20 +51,7 @@ _DTYPE_INFO: dict[np.dtype, tuple[int, str]] = {
 }
 
 # TensorProto.DataType -> numpy dtype of the loaded tensor.
-_ENUM_DTYPE: dict[int, np.dtype] = {
-    TP.FLOAT: np.dtype(np.float32),
-    TP.INT32: np.dtype(np.int32),
-    TP.BYTE: np.dtype(np.uint8),
-    TP.STRING: np.dtype(object),
-    TP.BOOL: np.dtype(np.bool_),
-    TP.UINT8: np.dtype(np.uint8),
-    TP.INT8: np.dtype(np.int8),
-    TP.UINT16: np.dtype(np.uint16),
-    TP.INT16: np.dtype(np.int16),
-    TP.INT64: np.dtype(np.int64),
-    TP.FLOAT16: np.dtype(np.float16),
-    TP.DOUBLE: np.dtype(np.float64),
-}
+_ENUM_DTYPE = ENUM_TO_DTYPE
 
 Serializer = Callable[[str, Any], caffe2_pb2.BlobProto]
 Deserializer = Callable[[caffe2_pb2.BlobProto, Blob], None]

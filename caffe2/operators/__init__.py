@@ -12,6 +12,7 @@ FAMILIES = (
     "concat_split_ops",
     "control_ops",
     "python_ops",
+    "dataset_ops",
     "load_save_ops",
     "queue_ops",
     "timer_ops",

@@ -9,6 +9,7 @@ FAMILIES = (
     "counter_ops",
     "math_ops",
     "reduction_ops",
+    "segment_ops",
     "concat_split_ops",
     "control_ops",
     "python_ops",

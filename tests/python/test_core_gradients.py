@@ -341,3 +341,16 @@ def test_ssa_helpers():
     del net.external_input[:]
     _, versions = core.get_ssa(net)
     assert versions == {"a": 0, "b": 2, "c": 0}
+
+
+def test_deduplicate_gradient_slices_runs():
+    net = core.Net("dedup_slices")
+    g = core.GradientSlice(
+        indices=core.BlobReference("dd_idx"), values=core.BlobReference("dd_vals")
+    )
+    workspace.FeedBlob("dd_idx", np.array([1, 0, 1], np.int64))
+    workspace.FeedBlob("dd_vals", np.array([[1, 1], [2, 2], [3, 3]], np.float32))
+    out = net.DeduplicateGradientSlices(g)
+    workspace.RunNetOnce(net)
+    np.testing.assert_array_equal(workspace.FetchBlob(str(out.indices)), [0, 1])
+    np.testing.assert_array_equal(workspace.FetchBlob(str(out.values)), [[2, 2], [4, 4]])

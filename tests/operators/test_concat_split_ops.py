@@ -4,52 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from netdefs import feed, fetch, make_net, make_op, run
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import registry
 from caffe2.runtime.net import OperatorError
-from caffe2.runtime.workspace import Workspace
-
-
-def make_op(op_type: str, ins: list[str], outs: list[str], **args) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=ins, output=outs)
-    for k, v in args.items():
-        a = op.arg.add(name=k)
-        if isinstance(v, bool | int):
-            a.i = int(v)
-        elif isinstance(v, float):
-            a.f = v
-        elif isinstance(v, str):
-            a.s = v.encode()
-        else:
-            a.ints.extend(v)
-    return op
-
-
-def make_net(name: str, *ops: caffe2_pb2.OperatorDef) -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name)
-    nd.op.extend(ops)
-    return nd
-
-
-def feed(ws: Workspace, **blobs) -> None:
-    for k, v in blobs.items():
-        ws.create_blob(k).value = np.array(v, copy=True)
-
-
-def fetch(ws: Workspace, name: str) -> np.ndarray:
-    return ws.get_blob(name).value
-
-
-def run(ws: Workspace, *ops: caffe2_pb2.OperatorDef):
-    net = ws.create_net(make_net("n", *ops), overwrite=True)
-    assert net.run()
-    return net
-
-
-@pytest.fixture
-def ws() -> Workspace:
-    return Workspace()
 
 
 def arange(*shape: int, dtype=np.float32) -> np.ndarray:

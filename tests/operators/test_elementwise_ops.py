@@ -4,54 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from netdefs import create, feed, fetch, make_op, run
 
-from caffe2.proto import caffe2_pb2
 from caffe2.runtime.net import OperatorError
-from caffe2.runtime.workspace import Workspace
-
-
-def make_op(op_type: str, ins: list[str], outs: list[str], **args) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=ins, output=outs)
-    for k, v in args.items():
-        a = op.arg.add(name=k)
-        if isinstance(v, bool | int):
-            a.i = int(v)
-        elif isinstance(v, float):
-            a.f = v
-        else:
-            a.s = v.encode()
-    return op
-
-
-def make_net(name: str, *ops: caffe2_pb2.OperatorDef) -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name)
-    nd.op.extend(ops)
-    return nd
-
-
-def feed(ws: Workspace, **blobs) -> None:
-    for k, v in blobs.items():
-        ws.create_blob(k).value = np.array(v, copy=True)
-
-
-def fetch(ws: Workspace, name: str) -> np.ndarray:
-    return ws.get_blob(name).value
-
-
-def run(ws: Workspace, *ops: caffe2_pb2.OperatorDef):
-    net = ws.create_net(make_net("n", *ops), overwrite=True)
-    assert net.run()
-    return net
-
-
-def create(ws: Workspace, op: caffe2_pb2.OperatorDef):
-    return ws.create_net(make_net("c", op), overwrite=True)
-
-
-@pytest.fixture
-def ws() -> Workspace:
-    return Workspace()
-
 
 NUMERIC = [np.int32, np.int64, np.float32, np.float64]
 ARITH = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
@@ -111,7 +66,7 @@ def test_int_div_in_place_truncates_toward_zero(ws):
 
 def test_int_div_by_zero_is_an_error(ws):
     feed(ws, a=np.array([1, 2], np.int32), b=np.array([1, 0], np.int32))
-    net = create(ws, make_op("Div", ["a", "b"], ["c"]))
+    net = create(ws, make_op("Div", ["a", "b"], ["c"]), name="c")
     with pytest.raises(OperatorError, match="integer division by zero") as e:
         net.run()
     assert e.value.op_type == "Div" and "enforce fail" in str(e.value)
@@ -419,9 +374,9 @@ def test_broadcast_argument_errors_at_creation(ws):
     ]
     for args, msg in cases:
         with pytest.raises(RuntimeError, match=msg) as e:
-            create(ws, make_op("Add", ["a", "b"], ["c"], **args))
+            create(ws, make_op("Add", ["a", "b"], ["c"], **args), name="c")
         assert "op #0 (Add)" in str(e.value)
-    create(ws, make_op("Add", ["a", "b"], ["c"], axis=-1))  # an explicit -1 is accepted
+    create(ws, make_op("Add", ["a", "b"], ["c"], axis=-1), name="c")  # an explicit -1 is accepted
 
 
 # ---- in-place permissions (schema, checked at net creation) ---------------------------------
@@ -450,10 +405,10 @@ def test_inplace_permissions(ws, op_type, pair):
     ins = ["a", "b"]
     op = make_op(op_type, ins, [ins[pair[0]]])
     if pair in INPLACE[op_type]:
-        assert create(ws, op) is not None
+        assert create(ws, op, name="c") is not None
     else:
         with pytest.raises(RuntimeError, match="did not pass schema checking") as e:
-            create(ws, op)
+            create(ws, op, name="c")
         assert f"input {pair[0]} ({ins[pair[0]]}) and output 0 may not be in place" in str(e.value)
 
 
@@ -462,13 +417,13 @@ def test_unary_inplace_permissions(ws, op_type):
     feed(ws, a=np.ones(2, np.float32), b=np.ones(2, np.float32))
     if op_type == "Not":
         with pytest.raises(RuntimeError, match="did not pass schema checking"):
-            create(ws, make_op("Not", ["a"], ["a"]))
+            create(ws, make_op("Not", ["a"], ["a"]), name="c")
     elif op_type == "Relu":
-        assert create(ws, make_op("Relu", ["a"], ["a"])) is not None
+        assert create(ws, make_op("Relu", ["a"], ["a"]), name="c") is not None
     else:
-        assert create(ws, make_op("Sum", ["a", "b"], ["a"])) is not None
+        assert create(ws, make_op("Sum", ["a", "b"], ["a"]), name="c") is not None
         with pytest.raises(RuntimeError, match="did not pass schema checking"):
-            create(ws, make_op("Sum", ["a", "b"], ["b"]))
+            create(ws, make_op("Sum", ["a", "b"], ["b"]), name="c")
 
 
 def test_schema_counts(ws):
@@ -476,7 +431,7 @@ def test_schema_counts(ws):
     for op in (make_op("Add", ["a"], ["c"]), make_op("Not", ["a", "a"], ["c"]),
                make_op("Sum", [], ["c"]), make_op("Add", ["a", "a"], ["c", "d"])):  # fmt: skip
         with pytest.raises(RuntimeError, match="did not pass schema checking"):
-            create(ws, op)
+            create(ws, op, name="c")
 
 
 # ---- reruns after shapes change -------------------------------------------------------------

@@ -4,7 +4,7 @@ The operator and runtime tests work below caffe2.python: they write OperatorDefs
 and PlanDefs by hand and run them in caffe2.runtime.workspace.Workspace.  tests/conftest.py
 puts this folder on sys.path, so a test module says ``from netdefs import make_op, run``.
 
-- protos: make_arg, make_op, make_net; add_net, step, make_plan, with_steps for plans;
+- protos: make_arg, make_op, make_net, grad_of; add_net, step, make_plan, with_steps;
 - a Workspace: feed, put, fetch, create, run, run_ops, run_error, creation_error;
 - DB files: HAVE_LMDB, needs_lmdb, write_db, read_db, WORKED_BLOB;
 - threads: switch_interval, caffe2_threads.
@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from caffe2.proto import caffe2_pb2
+from caffe2.runtime import registry
 from caffe2.runtime.db import Mode, open_db
 from caffe2.runtime.net import NetBase, OperatorError
 from caffe2.runtime.workspace import Workspace
@@ -87,6 +88,11 @@ def make_net(name: str, /, *ops: OpSpec, **fields: Any) -> caffe2_pb2.NetDef:
     nd = caffe2_pb2.NetDef(name=name, **fields)
     nd.op.extend(_as_op(op) for op in ops)
     return nd
+
+
+def grad_of(op: caffe2_pb2.OperatorDef, g_output: list) -> tuple[list, list]:
+    """What the op type's gradient maker returns for op: (gradient ops, input gradients)."""
+    return registry.get_schema(op.type).gradient(op, g_output)
 
 
 def add_net(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from netdefs import feed, fetch, make_net, make_op, run
+from netdefs import feed, fetch, grad_of, make_net, make_op, run
 
 from caffe2.proto import caffe2_pb2
-from caffe2.runtime import registry
 from caffe2.runtime.net import OperatorError
 
 
@@ -209,10 +208,6 @@ def test_concat_then_split_round_trip(ws):
 
 
 # ---- gradients ------------------------------------------------------------------------------
-
-
-def grad_of(opdef: caffe2_pb2.OperatorDef, g_output: list):
-    return registry.get_schema(opdef.type).gradient(opdef, g_output)
 
 
 def test_concat_gradient_is_split_of_output_grad():

@@ -4,67 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from netdefs import TP, creation_error, fetch, make_net, make_op, run
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import registry
 from caffe2.runtime.net import OperatorError
-from caffe2.runtime.workspace import Workspace
-
-TP = caffe2_pb2.TensorProto
-
-
-def make_arg(name: str, v: object) -> caffe2_pb2.Argument:
-    """An Argument encoded as caffe2.python.utils.MakeArgument would (spec 5.5)."""
-    a = caffe2_pb2.Argument(name=name)
-    if isinstance(v, float):
-        a.f = v
-    elif isinstance(v, int):
-        a.i = int(v)
-    elif isinstance(v, bytes):
-        a.s = v
-    elif isinstance(v, str):
-        a.s = v.encode()
-    elif all(isinstance(x, float) for x in v):  # an empty list lands here: name only
-        a.floats.extend(v)
-    elif all(isinstance(x, int) for x in v):
-        a.ints.extend(int(x) for x in v)
-    else:
-        a.strings.extend(x if isinstance(x, bytes) else x.encode() for x in v)
-    return a
-
-
-def make_op(op_type: str, inputs: list[str], outputs: list[str], **args) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
-    op.arg.extend(make_arg(k, v) for k, v in args.items())
-    return op
-
-
-def make_net(*ops: caffe2_pb2.OperatorDef, name: str = "n") -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name)
-    nd.op.extend(ops)
-    return nd
-
-
-def run(ws: Workspace, *ops: caffe2_pb2.OperatorDef):
-    net = ws.create_net(make_net(*ops), overwrite=True)
-    assert net.run()
-    return net
-
-
-def fetch(ws: Workspace, name: str) -> np.ndarray:
-    return ws.get_blob(name).value
-
-
-@pytest.fixture
-def ws() -> Workspace:
-    return Workspace()
-
-
-def creation_error(ws: Workspace, op: caffe2_pb2.OperatorDef, match: str) -> None:
-    with pytest.raises(RuntimeError, match=match) as e:
-        ws.create_net(make_net(op), overwrite=True)
-    assert f"({op.type})" in str(e.value)
-
 
 # ---- ConstantFill ------------------------------------------------------------------------
 
@@ -132,12 +76,12 @@ def test_constant_fill_dtype_errors(ws):
 
 
 def test_constant_fill_value_field_is_checked_when_the_op_runs(ws):
-    net = ws.create_net(make_net(make_op("ConstantFill", [], ["y"], value=1.0, dtype=TP.INT64)))
+    net = ws.create_net(
+        make_net("n", make_op("ConstantFill", [], ["y"], value=1.0, dtype=TP.INT64))
+    )
     with pytest.raises(OperatorError, match="does not have the right field: expected field i"):
         net.run()
-    net = ws.create_net(
-        make_net(make_op("ConstantFill", [], ["y"], value=300, dtype=TP.INT8), name="m")
-    )
+    net = ws.create_net(make_net("m", make_op("ConstantFill", [], ["y"], value=300, dtype=TP.INT8)))
     with pytest.raises(OperatorError, match="cannot be represented correctly"):
         net.run()
     # bool reads `i` without a range check; a missing value is 0.
@@ -183,7 +127,7 @@ def test_fill_shape_errors(ws):
     )
     creation_error(ws, make_op("ConstantFill", [], ["y"], shape=[2, -1]), "negative dimension")
     with pytest.raises(RuntimeError, match="did not pass schema checking"):
-        ws.create_net(make_net(make_op("ConstantFill", ["x", "x"], ["y"])))
+        ws.create_net(make_net("n", make_op("ConstantFill", ["x", "x"], ["y"])))
 
 
 def test_constant_fill_from_input_dims_and_extra_shape(ws):
@@ -205,7 +149,7 @@ def test_constant_fill_input_as_shape(ws):
     for bad in (np.array([2, 1], np.int32), np.array([[2]], np.int64)):
         ws.get_blob("s").value = bad
         net = ws.create_net(
-            make_net(make_op("ConstantFill", ["s"], ["y"], input_as_shape=1)), overwrite=True
+            make_net("n", make_op("ConstantFill", ["s"], ["y"], input_as_shape=1)), overwrite=True
         )
         with pytest.raises(OperatorError, match="must be a 1D tensor of data type TIndex") as e:
             net.run()
@@ -220,7 +164,7 @@ def test_constant_fill_in_place_and_input_must_be_a_tensor(ws):
     run(ws, make_op("ConstantFill", ["x"], ["x"], value=9.0))
     np.testing.assert_array_equal(fetch(ws, "x"), np.full((2, 3), 9.0, np.float32))
     ws.get_blob("x").value = b"str"
-    net = ws.create_net(make_net(make_op("ConstantFill", ["x"], ["y"])), overwrite=True)
+    net = ws.create_net(make_net("n", make_op("ConstantFill", ["x"], ["y"])), overwrite=True)
     with pytest.raises(OperatorError, match=r"input 0 \(x\) must be a tensor") as e:
         net.run()
     assert e.value.blob == "x"
@@ -302,7 +246,9 @@ def test_given_tensor_fill_values_must_match_the_shape(ws):
     )
     # With an input the shape is known only when the op runs.
     ws.create_blob("x").value = np.zeros((3,), np.float32)
-    net = ws.create_net(make_net(make_op("GivenTensorFill", ["x"], ["y"], values=[1.0, 2.0, 3.0])))
+    net = ws.create_net(
+        make_net("n", make_op("GivenTensorFill", ["x"], ["y"], values=[1.0, 2.0, 3.0]))
+    )
     assert net.run()
     np.testing.assert_array_equal(fetch(ws, "y"), [1, 2, 3])
     ws.get_blob("x").value = np.zeros((4,), np.float32)
@@ -374,7 +320,7 @@ def test_uniform_fill_range_and_seed(ws):
 
 
 def test_random_fill_seed_from_net_device_option(ws):
-    nd = make_net(make_op("GaussianFill", [], ["g"], shape=[8]))
+    nd = make_net("n", make_op("GaussianFill", [], ["g"], shape=[8]))
     nd.device_option.random_seed = 11
     ws.run_net_once(nd)
     first = fetch(ws, "g").copy()
@@ -430,7 +376,7 @@ def test_uniform_fill_bounds_from_inputs(ws):
         "Cannot set both min arg and min input blob",
     )
     with pytest.raises(RuntimeError, match="did not pass schema checking"):
-        ws.create_net(make_net(make_op("UniformFill", ["x", "lo"], ["y"])), overwrite=True)
+        ws.create_net(make_net("n", make_op("UniformFill", ["x", "lo"], ["y"])), overwrite=True)
 
 
 def test_uniform_int_fill_is_inclusive_int32(ws):

@@ -6,77 +6,11 @@ import logging
 
 import numpy as np
 import pytest
+from netdefs import TP, create, creation_error, fetch, grad_of, make_op, put, run, run_error
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import registry
-from caffe2.runtime.net import OperatorError
 from caffe2.runtime.workspace import Workspace
-
-TP = caffe2_pb2.TensorProto
-
-
-def make_arg(name: str, v: object) -> caffe2_pb2.Argument:
-    """An Argument encoded as caffe2.python.utils.MakeArgument would (spec 5.5)."""
-    a = caffe2_pb2.Argument(name=name)
-    if isinstance(v, float):
-        a.f = v
-    elif isinstance(v, int):
-        a.i = int(v)
-    elif isinstance(v, bytes):
-        a.s = v
-    elif isinstance(v, str):
-        a.s = v.encode()
-    elif all(isinstance(x, float) for x in v):  # an empty list lands here: name only
-        a.floats.extend(v)
-    elif all(isinstance(x, int) for x in v):
-        a.ints.extend(int(x) for x in v)
-    else:
-        a.strings.extend(x if isinstance(x, bytes) else x.encode() for x in v)
-    return a
-
-
-def make_op(op_type: str, inputs: list[str], outputs: list[str], **args) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
-    op.arg.extend(make_arg(k, v) for k, v in args.items())
-    return op
-
-
-def make_net(*ops: caffe2_pb2.OperatorDef, name: str = "n") -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name)
-    nd.op.extend(ops)
-    return nd
-
-
-def create(ws: Workspace, *ops: caffe2_pb2.OperatorDef):
-    return ws.create_net(make_net(*ops), overwrite=True)
-
-
-def run(ws: Workspace, *ops: caffe2_pb2.OperatorDef):
-    net = create(ws, *ops)
-    assert net.run()
-    return net
-
-
-def feed(ws: Workspace, name: str, value: object) -> None:
-    ws.create_blob(name).value = value
-
-
-def fetch(ws: Workspace, name: str):
-    return ws.get_blob(name).value
-
-
-def run_error(ws: Workspace, op: caffe2_pb2.OperatorDef, match: str) -> OperatorError:
-    net = create(ws, op)
-    with pytest.raises(OperatorError, match=match) as e:
-        net.run()
-    assert e.value.op_type == op.type
-    return e.value
-
-
-def creation_error(ws: Workspace, op: caffe2_pb2.OperatorDef, match: str) -> None:
-    with pytest.raises(RuntimeError, match=match) as e:
-        create(ws, op)
-    assert f"({op.type})" in str(e.value)
 
 
 def schema_error(ws: Workspace, op: caffe2_pb2.OperatorDef) -> None:
@@ -84,14 +18,9 @@ def schema_error(ws: Workspace, op: caffe2_pb2.OperatorDef) -> None:
 
 
 @pytest.fixture
-def ws() -> Workspace:
-    w = Workspace()
-    feed(w, "x", np.arange(6, dtype=np.float32).reshape(2, 3))
-    return w
-
-
-def grad_of(op: caffe2_pb2.OperatorDef, g_output: list):
-    return registry.get_schema(op.type).gradient(op, g_output)
+def ws(ws):
+    put(ws, "x", np.arange(6, dtype=np.float32).reshape(2, 3))
+    return ws
 
 
 # ---- Copy, StopGradient, ZeroGradient ----------------------------------------------------
@@ -105,14 +34,14 @@ def test_copy_is_deep_and_reuses_its_own_buffer(ws):
     x[0, 0] = 100.0
     assert fetch(ws, "y")[0, 0] == 0.0
     assert net.run() and fetch(ws, "y")[0, 0] == 100.0
-    feed(ws, "s", np.array([b"a", b"b"], dtype=object))
+    put(ws, "s", np.array([b"a", b"b"], dtype=object))
     run(ws, make_op("Copy", ["s"], ["t"]))
     assert fetch(ws, "t").tolist() == [b"a", b"b"] and fetch(ws, "t") is not fetch(ws, "s")
 
 
 def test_copy_errors(ws):
     schema_error(ws, make_op("Copy", ["x"], ["x"]))
-    feed(ws, "c", b"bytes")
+    put(ws, "c", b"bytes")
     e = run_error(ws, make_op("Copy", ["c"], ["y"]), r"input 0 \(c\) must be a tensor")
     assert e.blob == "c"
 
@@ -133,7 +62,7 @@ def test_stop_gradient_identity_and_no_gradient(ws):
     np.testing.assert_array_equal(fetch(ws, "y"), fetch(ws, "x"))
     assert not np.shares_memory(fetch(ws, "y"), fetch(ws, "x"))
     assert grad_of(make_op("StopGradient", ["x"], ["y"]), ["y_grad"]) == ([], [None])
-    feed(ws, "c", b"bytes")
+    put(ws, "c", b"bytes")
     run_error(ws, make_op("StopGradient", ["c"], ["c"]), "must be a tensor")
 
 
@@ -155,9 +84,9 @@ def test_zero_gradient_is_a_forward_no_op_with_zero_gradient(ws):
 
 
 def test_print_logs_type_dims_and_values(ws, caplog):
-    feed(ws, "i", np.array([[1, 2], [3, 4]], np.int64))
-    feed(ws, "b", np.array([True, False]))
-    feed(ws, "s", np.array([b"hi", b"yo"], dtype=object))
+    put(ws, "i", np.array([[1, 2], [3, 4]], np.int64))
+    put(ws, "b", np.array([True, False]))
+    put(ws, "s", np.array([b"hi", b"yo"], dtype=object))
     with caplog.at_level(logging.INFO, logger="caffe2"):
         run(
             ws,
@@ -174,7 +103,7 @@ def test_print_logs_type_dims_and_values(ws, caplog):
 
 
 def test_print_non_tensor_logs_its_type(ws, caplog):
-    feed(ws, "c", b"bytes")
+    put(ws, "c", b"bytes")
     with caplog.at_level(logging.INFO, logger="caffe2"):
         run(ws, make_op("Print", ["c"], []))
     assert "Blob of type: std::string" in caplog.text
@@ -184,7 +113,7 @@ def test_print_to_file_every_n(tmp_path):
     ws = Workspace(root_folder=str(tmp_path))
     path = tmp_path / "v.log"
     path.write_text("stale\n")
-    feed(ws, "v", np.array([1.5, 2.0], np.float32))
+    put(ws, "v", np.array([1.5, 2.0], np.float32))
     net = create(ws, make_op("Print", ["v"], [], to_file=1, every_n=2))
     assert path.read_text() == ""  # truncated when the op is created
     for k in range(5):
@@ -198,7 +127,7 @@ def test_print_to_file_every_n(tmp_path):
 
 def test_print_errors(tmp_path):
     ws = Workspace(root_folder=str(tmp_path / "missing_dir"))
-    feed(ws, "v", np.zeros(1, np.float32))
+    put(ws, "v", np.zeros(1, np.float32))
     creation_error(ws, make_op("Print", ["v"], [], to_file=1), "Failed to open TensorPrinter file")
     creation_error(ws, make_op("Print", ["v"], [], every_n=0), "every_n must be >= 1")
     creation_error(ws, make_op("Print", ["v"], [], limit=-1), "limit must be >= 0")
@@ -208,7 +137,7 @@ def test_print_errors(tmp_path):
 
 
 def test_is_empty_shape_size(ws):
-    feed(ws, "e", np.zeros((0, 3), np.int32))
+    put(ws, "e", np.zeros((0, 3), np.int32))
     net = run(
         ws,
         make_op("IsEmpty", ["x"], ["xe"]),
@@ -227,7 +156,7 @@ def test_is_empty_shape_size(ws):
     ws.get_blob("x").value = np.array(1.0, np.float32)
     assert net.run()
     assert fetch(ws, "xs").shape == (0,) and fetch(ws, "xn") == 1
-    feed(ws, "c", b"bytes")
+    put(ws, "c", b"bytes")
     for t in ("IsEmpty", "Shape", "Size"):
         assert run_error(ws, make_op(t, ["c"], ["o"]), "must be a tensor").blob == "c"
 
@@ -248,7 +177,7 @@ def test_is_empty_shape_size(ws):
     ],
 )
 def test_cast_targets(ws, to, np_dtype):
-    feed(ws, "f", np.array([-1.7, 0.0, 2.9], np.float64 if np_dtype != np.uint8 else np.float32))
+    put(ws, "f", np.array([-1.7, 0.0, 2.9], np.float64 if np_dtype != np.uint8 else np.float32))
     if np_dtype == np.uint8:
         ws.get_blob("f").value = np.array([0.5, 1.9, 255.9], np.float32)
     run(ws, make_op("Cast", ["f"], ["y"], to=to))
@@ -259,7 +188,7 @@ def test_cast_targets(ws, to, np_dtype):
 
 
 def test_cast_truncates_toward_zero_and_defaults_to_float(ws):
-    feed(ws, "f", np.array([-1.7, -0.5, 2.9], np.float32))
+    put(ws, "f", np.array([-1.7, -0.5, 2.9], np.float32))
     run(ws, make_op("Cast", ["f"], ["i"], to=TP.INT32), make_op("Cast", ["i"], ["g"]))
     assert fetch(ws, "i").tolist() == [-1, 0, 2]
     assert fetch(ws, "g").dtype == np.float32 and fetch(ws, "g").tolist() == [-1.0, 0.0, 2.0]
@@ -279,14 +208,14 @@ def test_cast_construction_errors(ws):
 
 
 def test_cast_run_errors(ws):
-    feed(ws, "f", np.array([1.0, np.nan], np.float32))
+    put(ws, "f", np.array([1.0, np.nan], np.float32))
     e = run_error(ws, make_op("Cast", ["f"], ["y"], to=TP.INT32), "NaN, infinity or a value out")
     assert e.blob == "f"
     ws.get_blob("f").value = np.array([3e9], np.float64)
     run_error(ws, make_op("Cast", ["f"], ["y"], to=TP.INT32), "out of range")
     ws.get_blob("f").value = np.array([-1.0], np.float64)
     run_error(ws, make_op("Cast", ["f"], ["y"], to=TP.UINT8), "out of range")
-    feed(ws, "s", np.array([b"1"], dtype=object))
+    put(ws, "s", np.array([b"1"], dtype=object))
     run_error(ws, make_op("Cast", ["s"], ["y"], to=TP.INT32), "Casting to and from strings")
     run_error(
         ws, make_op("Cast", ["x"], ["y"], to=TP.INT32, from_type=TP.INT64), "'from_type' is int64"
@@ -302,7 +231,7 @@ def test_cast_gradient_casts_back(ws):
     assert g.is_gradient_op and (g.type, list(g.input)) == ("Cast", ["y_grad"])
     args = {a.name: a.i for a in g.arg}
     assert args == {"to": TP.FLOAT, "from_type": TP.INT32}
-    feed(ws, "y_grad", np.array([[1, 2, 3], [4, 5, 6]], np.int32))
+    put(ws, "y_grad", np.array([[1, 2, 3], [4, 5, 6]], np.int32))
     run(ws, g)
     assert fetch(ws, "x_grad").dtype == np.float32
     with pytest.raises(RuntimeError, match="'from_type' of type int or string is required"):
@@ -324,7 +253,7 @@ def test_reshape_with_arg_zero_and_minus_one(ws):
 
 
 def test_reshape_from_input_and_in_place(ws):
-    feed(ws, "s32", np.array([3, -1], np.int32))
+    put(ws, "s32", np.array([3, -1], np.int32))
     run(ws, make_op("Reshape", ["x", "s32"], ["x", "old"]))
     assert fetch(ws, "x").shape == (3, 2)
     assert fetch(ws, "old").dtype == np.int32 and fetch(ws, "old").tolist() == [2, 3]
@@ -344,7 +273,7 @@ def test_reshape_run_errors(ws, shape, match):
 
 
 def test_reshape_zero_size_and_inference_error(ws):
-    feed(ws, "e", np.zeros((0, 3), np.float32))
+    put(ws, "e", np.zeros((0, 3), np.float32))
     run(ws, make_op("Reshape", ["e"], ["y", "old"], shape=[-1, 0]))
     assert fetch(ws, "y").shape == (0, 3)
     # A 0 past the input's dims stays 0.
@@ -361,14 +290,14 @@ def test_reshape_construction_and_input_errors(ws):
     )
     creation_error(ws, make_op("Reshape", ["x"], ["y", "o"], shape=[-2, 3]), "invalid dimension")
     creation_error(ws, make_op("Reshape", ["x"], ["y", "o"]), "Argument `shape` is missing")
-    feed(ws, "s", np.array([6], np.int64))
+    put(ws, "s", np.array([6], np.int64))
     creation_error(
         ws, make_op("Reshape", ["x", "s"], ["y", "o"], shape=[6]), "do not pass in the argument"
     )
     schema_error(ws, make_op("Reshape", ["x"], ["y"], shape=[6]))
-    feed(ws, "sf", np.array([6.0], np.float32))
+    put(ws, "sf", np.array([6.0], np.float32))
     assert run_error(ws, make_op("Reshape", ["x", "sf"], ["y", "o"]), "int32 or int64").blob == "sf"
-    feed(ws, "s2", np.array([[6]], np.int64))
+    put(ws, "s2", np.array([[6]], np.int64))
     run_error(ws, make_op("Reshape", ["x", "s2"], ["y", "o"]), "Shape should be 1-D")
 
 
@@ -380,7 +309,7 @@ def test_reshape_gradient_uses_old_shape(ws):
     (g,) = ops
     assert list(g.input) == ["y_grad", "old"] and list(g.output) == ["x_grad", "_x_grad_dims"]
     assert not g.arg and g.is_gradient_op
-    feed(ws, "y_grad", np.ones(6, np.float32))
+    put(ws, "y_grad", np.ones(6, np.float32))
     run(ws, g)
     assert fetch(ws, "x_grad").shape == (2, 3)
 
@@ -389,7 +318,7 @@ def test_reshape_gradient_uses_old_shape(ws):
 
 
 def test_transpose_default_and_axes(ws):
-    feed(ws, "t", np.arange(24, dtype=np.int32).reshape(2, 3, 4))
+    put(ws, "t", np.arange(24, dtype=np.int32).reshape(2, 3, 4))
     run(ws, make_op("Transpose", ["t"], ["r"]), make_op("Transpose", ["t"], ["p"], axes=[1, 2, 0]))
     t = fetch(ws, "t")
     np.testing.assert_array_equal(fetch(ws, "r"), t.transpose())
@@ -409,7 +338,7 @@ def test_transpose_errors(ws):
 
 
 def test_transpose_gradient_is_the_inverse_permutation(ws):
-    feed(ws, "t", np.arange(24, dtype=np.float32).reshape(2, 3, 4))
+    put(ws, "t", np.arange(24, dtype=np.float32).reshape(2, 3, 4))
     op = make_op("Transpose", ["t"], ["p"], axes=[1, 2, 0])
     run(ws, op)
     ops, g_in = grad_of(op, ["p"])
@@ -421,9 +350,9 @@ def test_transpose_gradient_is_the_inverse_permutation(ws):
 
 
 def test_gather(ws):
-    feed(ws, "i32", np.array([[1, 0], [1, 1]], np.int32))
-    feed(ws, "i64", np.array([0], np.int64))
-    feed(ws, "s", np.array([b"a", b"b"], dtype=object))
+    put(ws, "i32", np.array([[1, 0], [1, 1]], np.int32))
+    put(ws, "i64", np.array([0], np.int64))
+    put(ws, "s", np.array([b"a", b"b"], dtype=object))
     run(
         ws,
         make_op("Gather", ["x", "i32"], ["g"]),
@@ -439,15 +368,15 @@ def test_gather(ws):
 
 
 def test_gather_errors(ws):
-    feed(ws, "bad", np.array([0, 2], np.int64))
+    put(ws, "bad", np.array([0, 2], np.int64))
     e = run_error(ws, make_op("Gather", ["x", "bad"], ["g"]), "out of DATA bounds, id=2 data_dim=2")
     assert e.blob == "bad"
     ws.get_blob("bad").value = np.array([-1], np.int32)
     run_error(ws, make_op("Gather", ["x", "bad"], ["g"]), "id=-1")
     ws.get_blob("bad").value = np.array([0.0], np.float32)
     run_error(ws, make_op("Gather", ["x", "bad"], ["g"]), "INDICES must be int32 or int64")
-    feed(ws, "sc", np.array(1.0, np.float32))
-    feed(ws, "ok", np.array([0], np.int32))
+    put(ws, "sc", np.array(1.0, np.float32))
+    put(ws, "ok", np.array([0], np.int32))
     run_error(ws, make_op("Gather", ["sc", "ok"], ["g"]), "DATA should be at least 1-D")
 
 
@@ -456,9 +385,9 @@ def test_gather_errors(ws):
 
 def test_get_all_blob_names():
     parent = Workspace()
-    feed(parent, "p", np.zeros(1))
+    put(parent, "p", np.zeros(1))
     child = parent.child()
-    feed(child, "c", np.zeros(1))
+    put(child, "c", np.zeros(1))
     run(child, make_op("GetAllBlobNames", [], ["all"]))
     run(child, make_op("GetAllBlobNames", [], ["local"], include_shared=0))
     assert fetch(child, "all").dtype == object

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from netdefs import feed, fetch, make_net, make_op
 
 from caffe2.operators.control_ops import WorkspaceStack
 from caffe2.proto import caffe2_pb2
@@ -23,39 +24,6 @@ if not registry.has_operator("ControlTestFail"):
             raise OperatorFailed("ControlTestFail")
 
         return run
-
-
-def make_op(op_type: str, ins: list[str], outs: list[str], **args: Any) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=ins, output=outs)
-    for k, v in args.items():
-        a = op.arg.add(name=k)
-        if isinstance(v, caffe2_pb2.NetDef):
-            a.n.CopyFrom(v)
-        elif isinstance(v, bool | int):
-            a.i = int(v)
-        elif isinstance(v, str):
-            a.s = v.encode()
-        elif isinstance(v, list) and all(isinstance(x, str) for x in v) and v:
-            a.strings.extend(x.encode() for x in v)
-        elif isinstance(v, list):
-            a.ints.extend(v)
-        else:
-            raise TypeError(v)
-    return op
-
-
-def make_net(name: str, *ops: caffe2_pb2.OperatorDef, **fields: Any) -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name, **fields)
-    nd.op.extend(ops)
-    return nd
-
-
-def feed(ws: Workspace, name: str, value: Any) -> None:
-    ws.create_blob(name).value = np.array(value)
-
-
-def fetch(ws: Workspace, name: str) -> Any:
-    return ws.get_blob(name).value
 
 
 def do_op(net: caffe2_pb2.NetDef, ins, outs, ws_blob="W", inner=None, idx=None, **kw):
@@ -76,12 +44,11 @@ def do_op(net: caffe2_pb2.NetDef, ins, outs, ws_blob="W", inner=None, idx=None, 
 
 
 @pytest.fixture
-def ws() -> Workspace:
-    w = Workspace()
-    feed(w, "x", np.array([1.0, 2.0], np.float32))
-    feed(w, "one", np.array([1.0, 1.0], np.float32))
-    w.create_blob("W")  # an empty blob: the first Do that runs on it makes a fresh stack
-    return w
+def ws(ws):
+    feed(ws, x=np.array([1.0, 2.0], np.float32))
+    feed(ws, one=np.array([1.0, 1.0], np.float32))
+    ws.create_blob("W")  # an empty blob: the first Do that runs on it makes a fresh stack
+    return ws
 
 
 # ---- CreateScope / HasScope ------------------------------------------------------------------
@@ -110,7 +77,7 @@ def test_create_scope_and_has_scope(ws):
 
 
 def test_create_scope_replaces_a_non_stack_value(ws):
-    feed(ws, "W", [1.0])
+    feed(ws, W=[1.0])
     assert ws.run_operator_once(make_op("CreateScope", [], ["W"]))
     assert isinstance(fetch(ws, "W"), WorkspaceStack)
 
@@ -154,7 +121,7 @@ def test_do_inner_workspace_sees_only_bound_blobs(ws):
 
 
 def test_do_subnet_error_keeps_its_net_name_and_op_index(ws):
-    feed(ws, "z", np.array([1.0, 2.0, 3.0], np.float32))
+    feed(ws, z=np.array([1.0, 2.0, 3.0], np.float32))
     inner = make_net(
         "inner_bad", make_op("Add", ["x", "x"], ["t"]), make_op("Add", ["x", "z"], ["y"])
     )
@@ -210,7 +177,7 @@ def test_do_copy_external_blobs_snapshots_and_rebinds_on_reuse(ws):
     np.testing.assert_array_equal(snap, [2.0, 3.0])
     assert snap is not fetch(ws, "y")
     # Change x outside; after the CreateScope reset the reused workspace is re-bound.
-    feed(ws, "x", np.array([10.0, 20.0], np.float32))
+    feed(ws, x=np.array([10.0, 20.0], np.float32))
     assert net.run()
     assert fetch(ws, "W")._workspaces[0] is inner_ws
     np.testing.assert_array_equal(fetch(ws, "y"), [11.0, 21.0])
@@ -246,7 +213,7 @@ def test_gradient_do_pops_the_forward_workspace(ws):
     fwd_op = do_op(fwd, ["x", "one"], ["y"])
     bwd_op = do_op(bwd, ["g"], ["gx"])
     bwd_op.is_gradient_op = True
-    feed(ws, "g", np.array([2.0, 2.0], np.float32))
+    feed(ws, g=np.array([2.0, 2.0], np.float32))
     net = ws.create_net(make_net("outer", make_op("CreateScope", [], ["W"]), fwd_op, bwd_op))
     assert net.run()
     np.testing.assert_array_equal(fetch(ws, "gx"), [4.0, 6.0])
@@ -259,7 +226,7 @@ def test_gradient_do_pops_the_forward_workspace(ws):
 
 def test_do_stack_blob_must_hold_a_stack(ws):
     inner = make_net("inner", make_op("Add", ["x", "one"], ["y"]))
-    feed(ws, "W", [1.0])
+    feed(ws, W=[1.0])
     net = ws.create_net(make_net("outer", do_op(inner, ["x", "one"], ["y"])))
     with pytest.raises(RuntimeError, match="Do: blob W must hold a workspace stack"):
         net.run()
@@ -384,10 +351,10 @@ def test_do_with_unknown_subnet_type_fails_at_run(ws):
 
 def if_net(cond: bool | None, with_else: bool = True) -> tuple[Workspace, Any]:
     w = Workspace()
-    feed(w, "x", np.array([1.0, 2.0], np.float32))
-    feed(w, "one", np.array([1.0, 1.0], np.float32))
+    feed(w, x=np.array([1.0, 2.0], np.float32))
+    feed(w, one=np.array([1.0, 1.0], np.float32))
     if cond is not None:
-        feed(w, "c", np.array([cond]))
+        feed(w, c=np.array([cond]))
     else:
         w.create_blob("c")
     then_net = make_net("then", make_op("Add", ["x", "one"], ["y"]))
@@ -445,7 +412,7 @@ def test_if_needs_then_net(ws):
 
 
 def test_if_subnet_inputs_must_exist_at_construction(ws):
-    feed(ws, "c", [True])
+    feed(ws, c=[True])
     then_net = make_net("then", make_op("Add", ["x", "missing"], ["y"]))
     with pytest.raises(RuntimeError) as e:
         ws.create_net(make_net("outer", make_op("If", ["c"], [], then_net=then_net)))
@@ -455,7 +422,7 @@ def test_if_subnet_inputs_must_exist_at_construction(ws):
 
 
 def test_if_unknown_subnet_type(ws):
-    feed(ws, "c", [True])
+    feed(ws, c=[True])
     then_net = make_net("then", type="no_such_executor")
     with pytest.raises(RuntimeError, match="Failed to initialize then subnet"):
         ws.create_net(make_net("outer", make_op("If", ["c"], [], then_net=then_net)))
@@ -463,8 +430,8 @@ def test_if_unknown_subnet_type(ws):
 
 def test_if_subnet_failure_and_error():
     w = Workspace()
-    feed(w, "c", [True])
-    feed(w, "x", np.array([1.0], np.float32))
+    feed(w, c=[True])
+    feed(w, x=np.array([1.0], np.float32))
     fail = make_net("then", make_op("ControlTestFail", [], []))
     net = w.create_net(make_net("outer", make_op("If", ["c"], [], then_net=fail)))
     assert net.run() is False
@@ -479,8 +446,8 @@ def test_if_subnet_failure_and_error():
 def test_if_with_do_branch_keeps_branch_blobs_local():
     """The NetBuilder shape: If -> Do -> branch net, local blob invisible outside."""
     w = Workspace()
-    feed(w, "c", [True])
-    feed(w, "x", np.array([3.0], np.float32))
+    feed(w, c=[True])
+    feed(w, x=np.array([3.0], np.float32))
     branch = make_net(
         "branch", make_op("Add", ["x", "x"], ["local"]), make_op("Mul", ["local", "x"], ["y"])
     )
@@ -504,10 +471,10 @@ def test_if_with_do_branch_keeps_branch_blobs_local():
 
 def test_while_without_cond_net():
     w = Workspace()
-    feed(w, "i", np.array([0], np.int32))
-    feed(w, "step", np.array([1], np.int32))
-    feed(w, "limit", np.array([5], np.int32))
-    feed(w, "c", [True])
+    feed(w, i=np.array([0], np.int32))
+    feed(w, step=np.array([1], np.int32))
+    feed(w, limit=np.array([5], np.int32))
+    feed(w, c=[True])
     loop = make_net(
         "loop", make_op("Add", ["i", "step"], ["i"]), make_op("LT", ["i", "limit"], ["c"])
     )
@@ -525,11 +492,11 @@ def test_while_without_cond_net():
 def test_while_with_cond_net():
     """Spec 9's test_while_net: x += 1; c = x < 7 in the condition; y += x in the body."""
     w = Workspace()
-    feed(w, "x", np.array([0], np.int64))
-    feed(w, "y", np.array([0], np.int64))
-    feed(w, "one", np.array([1], np.int64))
-    feed(w, "seven", np.array([7], np.int64))
-    feed(w, "c", [False])  # must exist as a 1-element bool before While starts
+    feed(w, x=np.array([0], np.int64))
+    feed(w, y=np.array([0], np.int64))
+    feed(w, one=np.array([1], np.int64))
+    feed(w, seven=np.array([7], np.int64))
+    feed(w, c=[False])  # must exist as a 1-element bool before While starts
     cond = make_net(
         "cond", make_op("Add", ["x", "one"], ["x"]), make_op("LT", ["x", "seven"], ["c"])
     )
@@ -553,7 +520,7 @@ def test_while_reads_a_replaced_condition_array():
 
     token = register_python_op(stop_after_three)
     w = Workspace()
-    feed(w, "c", [True])
+    feed(w, c=[True])
     loop = make_net("loop", make_op("Python", [], ["c"], token=token))
     assert w.create_net(make_net("outer", make_op("While", ["c"], ["c"], loop_net=loop))).run()
     assert len(calls) == 3
@@ -587,7 +554,7 @@ def test_while_condition_going_bad_mid_loop_is_an_error():
 
     token = register_python_op(widen)
     w = Workspace()
-    feed(w, "c", [True])
+    feed(w, c=[True])
     loop = make_net("loop", make_op("Python", [], ["c"], token=token))
     net = w.create_net(make_net("outer", make_op("While", ["c"], ["c"], loop_net=loop)))
     with pytest.raises(RuntimeError, match="single value expected"):
@@ -596,7 +563,7 @@ def test_while_condition_going_bad_mid_loop_is_an_error():
 
 def test_while_subnet_failures_return_false():
     w = Workspace()
-    feed(w, "c", [True])
+    feed(w, c=[True])
     fail = make_net("fail", make_op("ControlTestFail", [], []))
     ok = make_net("ok")
     net = w.create_net(make_net("a", make_op("While", ["c"], [], loop_net=fail)))
@@ -606,7 +573,7 @@ def test_while_subnet_failures_return_false():
 
 
 def test_while_needs_loop_net(ws):
-    feed(ws, "c", [True])
+    feed(ws, c=[True])
     with pytest.raises(RuntimeError, match="loop_net must be specified in While operator"):
         ws.create_net(make_net("outer", make_op("While", ["c"], [], cond_net=make_net("n"))))
     with pytest.raises(RuntimeError, match="Failed to initialize condition subnet"):

@@ -2,55 +2,23 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 
 import numpy as np
 import pytest
+from netdefs import create, fetch, make_op
 
 from caffe2.operators.counter_ops import Counter
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime.blob import Blob, type_name
 from caffe2.runtime.net import OperatorError
 from caffe2.runtime.serialization import deserialize_blob, serialize_blob
-from caffe2.runtime.workspace import Workspace
-
-
-def make_op(op_type: str, inputs: list[str], outputs: list[str], **args) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
-    for k, v in args.items():
-        op.arg.add(name=k, i=v)
-    return op
-
-
-def make_net(*ops: caffe2_pb2.OperatorDef, name: str = "n") -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name)
-    nd.op.extend(ops)
-    return nd
-
-
-def create(ws: Workspace, *ops: caffe2_pb2.OperatorDef, name: str = "n"):
-    return ws.create_net(make_net(*ops, name=name), overwrite=True)
-
-
-def fetch(ws: Workspace, name: str):
-    return ws.get_blob(name).value
 
 
 @pytest.fixture
-def ws() -> Workspace:
-    w = Workspace()
-    assert w.run_operator_once(make_op("CreateCounter", [], ["c"], init_count=3))
-    return w
-
-
-@pytest.fixture
-def fast_switching():
-    """Switch threads very often, so an unlocked read-modify-write would lose updates."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(old)
+def ws(ws):
+    assert ws.run_operator_once(make_op("CreateCounter", [], ["c"], init_count=3))
+    return ws
 
 
 def test_create_counter_holds_a_counter(ws):

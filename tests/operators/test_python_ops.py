@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import threading
-from typing import Any
 
 import numpy as np
 import pytest
+from netdefs import feed, make_net, make_op
 
 from caffe2.operators import python_ops
 from caffe2.operators.python_ops import (
@@ -21,34 +21,6 @@ from caffe2.operators.python_ops import (
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import registry
 from caffe2.runtime.tensor import TensorCPU
-from caffe2.runtime.workspace import Workspace
-
-
-def make_op(op_type: str, ins: list[str], outs: list[str], **args: Any) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=ins, output=outs)
-    for k, v in args.items():
-        a = op.arg.add(name=k)
-        if isinstance(v, bool | int):
-            a.i = int(v)
-        elif isinstance(v, str):
-            a.s = v.encode()
-        elif isinstance(v, bytes):
-            a.s = v
-        elif isinstance(v, list):
-            a.ints.extend(v)
-        else:
-            raise TypeError(v)
-    return op
-
-
-def make_net(name: str, *ops: caffe2_pb2.OperatorDef) -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name)
-    nd.op.extend(ops)
-    return nd
-
-
-def feed(ws: Workspace, name: str, value: Any) -> None:
-    ws.create_blob(name).value = np.array(value)
 
 
 def renamed(func, name: str):
@@ -91,11 +63,10 @@ def builder_bytes(func, *args, **kwargs) -> bytes:
 
 
 @pytest.fixture
-def ws() -> Workspace:
-    w = Workspace()
-    feed(w, "x", np.array([1.0, 2.0, 3.0], np.float32))
-    feed(w, "y", np.array([10.0, 20.0, 30.0], np.float32))
-    return w
+def ws(ws):
+    feed(ws, x=np.array([1.0, 2.0, 3.0], np.float32))
+    feed(ws, y=np.array([10.0, 20.0, 30.0], np.float32))
+    return ws
 
 
 # ---- registry ---------------------------------------------------------------------------------
@@ -425,7 +396,7 @@ def test_python_gradient_op_runs_the_gradient_function(ws):
     register_python_gradient_op(token, square_grad)
     fwd = make_op("Python", ["x"], ["sq"], token=token)
     (gop,), _ = registry.get_schema("Python").gradient(fwd, ["sq_grad"])
-    feed(ws, "sq_grad", np.ones(3, np.float32))
+    feed(ws, sq_grad=np.ones(3, np.float32))
     assert ws.run_operator_once(fwd)
     assert ws.run_operator_once(gop)
     np.testing.assert_array_equal(ws.get_blob("x_grad").value, [2.0, 4.0, 6.0])

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+from netdefs import create, feed, fetch, make_op, switch_interval
 
 from caffe2.operators.queue_ops import BlobsQueue
-from caffe2.proto import caffe2_pb2
 from caffe2.runtime.blob import Blob, type_name
 from caffe2.runtime.errors import EnforceError
 from caffe2.runtime.net import OperatorError
@@ -22,37 +21,6 @@ pytestmark = pytest.mark.timeout(60)  # a safety net only: a hang fails instead 
 SAFETY = 10.0  # seconds; only ever reached if the code under test is broken
 
 
-def make_op(op_type: str, inputs: list[str], outputs: list[str], **args) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
-    for k, v in args.items():
-        a = op.arg.add(name=k)
-        if isinstance(v, bool | int):
-            a.i = int(v)
-        elif isinstance(v, float):
-            a.f = v
-        elif isinstance(v, str):
-            a.s = v.encode()
-        elif all(isinstance(x, str) for x in v):
-            a.strings.extend(x.encode() for x in v)
-        elif all(isinstance(x, int) for x in v):
-            a.ints.extend(v)
-        else:
-            a.floats.extend(v)
-    return op
-
-
-def make_net(name: str, *ops: caffe2_pb2.OperatorDef) -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name)
-    nd.op.extend(ops)
-    return nd
-
-
-def create(ws: Workspace, name: str, *ops: caffe2_pb2.OperatorDef):
-    net = ws.create_net(make_net(name, *ops), overwrite=True)
-    assert net is not None
-    return net
-
-
 def new_queue(ws: Workspace, name: str = "q", capacity: int = 1, num_blobs: int = 1, **kw):
     assert ws.run_operator_once(
         make_op("CreateBlobsQueue", [], [name], capacity=capacity, num_blobs=num_blobs, **kw)
@@ -60,14 +28,6 @@ def new_queue(ws: Workspace, name: str = "q", capacity: int = 1, num_blobs: int 
     q = ws.get_blob(name).value
     assert isinstance(q, BlobsQueue)
     return q
-
-
-def feed(ws: Workspace, name: str, value) -> None:
-    ws.create_blob(name).value = np.array(value)
-
-
-def val(ws: Workspace, name: str):
-    return ws.get_blob(name).value
 
 
 def close(ws: Workspace, name: str = "q") -> None:
@@ -101,24 +61,17 @@ def join_all(threads) -> None:
 
 
 @pytest.fixture
-def ws() -> Workspace:
-    return Workspace()
-
-
-@pytest.fixture
 def fast_switching():
     """Switch threads very often, so races in the queue would show."""
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    yield
-    sys.setswitchinterval(old)
+    with switch_interval(1e-5):
+        yield
 
 
 # ---- CreateBlobsQueue --------------------------------------------------------------------
 
 
 def test_create_makes_a_queue_with_named_slot_blobs(ws):
-    feed(ws, "q_1_0", [7])
+    feed(ws, q_1_0=[7])
     kept = ws.get_blob("q_1_0")
     q = new_queue(ws, capacity=3, num_blobs=2, field_names=["a", "b"])
     assert type_name(q) == "std::shared_ptr<caffe2::BlobsQueue>"
@@ -126,13 +79,13 @@ def test_create_makes_a_queue_with_named_slot_blobs(ws):
     for i in range(3):
         for j in range(2):
             assert ws.has_blob(f"q_{i}_{j}")
-    assert ws.get_blob("q_1_0") is kept and val(ws, "q_1_0").tolist() == [7]  # reused
+    assert ws.get_blob("q_1_0") is kept and fetch(ws, "q_1_0").tolist() == [7]  # reused
     assert not ws.has_blob("q_3_0") and not ws.has_blob("q_0_2")
 
 
 def test_slot_blobs_are_created_in_the_ops_workspace_and_reuse_parents():
     parent = Workspace()
-    feed(parent, "q_0_0", [1])
+    feed(parent, q_0_0=[1])
     child = parent.child()
     new_queue(child, capacity=2)
     assert child.get_blob("q_0_0") is parent.get_blob("q_0_0")
@@ -140,23 +93,23 @@ def test_slot_blobs_are_created_in_the_ops_workspace_and_reuse_parents():
 
 
 def test_each_run_makes_a_new_queue_and_closes_the_old_one(ws):
-    net = create(ws, "init", make_op("CreateBlobsQueue", [], ["q"], capacity=2))
+    net = create(ws, make_op("CreateBlobsQueue", [], ["q"], capacity=2), name="init")
     assert net.run()
-    first = val(ws, "q")
+    first = fetch(ws, "q")
     assert net.run()
-    second = val(ws, "q")
+    second = fetch(ws, "q")
     assert first is not second and first.closed and not second.closed
 
 
 def test_recreating_the_queue_wakes_a_reader_blocked_on_the_old_one(ws):
     new_queue(ws)
-    reader = create(ws, "r", make_op("SafeDequeueBlobs", ["q"], ["x", "s"]))
-    old = val(ws, "q")
+    reader = create(ws, make_op("SafeDequeueBlobs", ["q"], ["x", "s"]), name="r")
+    old = fetch(ws, "q")
     t = start(reader.run)
     wait_until(lambda: old.waiting()[0] == 1, "reader blocked")
     new_queue(ws)
     join_all([t])
-    assert bool(val(ws, "s")) is True
+    assert bool(fetch(ws, "s")) is True
 
 
 def test_enforce_unique_name(ws):
@@ -172,7 +125,7 @@ def test_enforce_unique_name(ws):
 
 def test_create_checks_arguments_when_it_runs(ws):
     bad = make_op("CreateBlobsQueue", [], ["q"], num_blobs=2, field_names=["only_one"])
-    net = create(ws, "init", bad)  # args are read when the op runs, as in Caffe2
+    net = create(ws, bad, name="init")  # args are read when the op runs, as in Caffe2
     with pytest.raises(EnforceError, match="Wrong number of fieldNames provided"):
         net.run()
     for kw in ({"capacity": 0}, {"capacity": -3}, {"num_blobs": -1}):
@@ -188,38 +141,38 @@ def test_create_checks_arguments_when_it_runs(ws):
 def test_enqueue_and_dequeue_swap_blob_contents(ws):
     new_queue(ws, capacity=1)
     ws.create_blob("x")
-    enq = create(ws, "e", make_op("EnqueueBlobs", ["q", "x"], ["x"]))
-    deq = create(ws, "d", make_op("DequeueBlobs", ["q"], ["y"]))
+    enq = create(ws, make_op("EnqueueBlobs", ["q", "x"], ["x"]), name="e")
+    deq = create(ws, make_op("DequeueBlobs", ["q"], ["y"]), name="d")
     a, y0, b = np.array([1.0]), np.array([-1.0]), np.array([2.0])
     ws.get_blob("x").value = a
     assert enq.run()
-    assert val(ws, "x") is None  # the slot's (empty) contents came back
-    assert val(ws, "q_0_0") is a  # moved, not copied
+    assert fetch(ws, "x") is None  # the slot's (empty) contents came back
+    assert fetch(ws, "q_0_0") is a  # moved, not copied
     ws.get_blob("y").value = y0
     assert deq.run()
-    assert val(ws, "y") is a and val(ws, "q_0_0") is y0
+    assert fetch(ws, "y") is a and fetch(ws, "q_0_0") is y0
     ws.get_blob("x").value = b
     assert enq.run()
-    assert val(ws, "x") is y0  # stale slot contents go back to the writer
-    assert deq.run() and val(ws, "y") is b
+    assert fetch(ws, "x") is y0  # stale slot contents go back to the writer
+    assert deq.run() and fetch(ws, "y") is b
 
 
 def test_fifo_across_wrap_around_with_multi_blob_records(ws):
     new_queue(ws, capacity=3, num_blobs=2)
     local(ws, "a", "b")
-    enq = create(ws, "e", make_op("SafeEnqueueBlobs", ["q", "a", "b"], ["a", "b", "s"]))
-    deq = create(ws, "d", make_op("SafeDequeueBlobs", ["q"], ["x", "y", "t"]))
+    enq = create(ws, make_op("SafeEnqueueBlobs", ["q", "a", "b"], ["a", "b", "s"]), name="e")
+    deq = create(ws, make_op("SafeDequeueBlobs", ["q"], ["x", "y", "t"]), name="d")
     got = []
     for k in range(10):
         for i in range(k % 3 + 1):  # 1, 2 or 3 records in flight
-            feed(ws, "a", [k * 10 + i])
-            feed(ws, "b", f"s{k}{i}".encode())
-            assert enq.run() and bool(val(ws, "s")) is False
+            feed(ws, a=[k * 10 + i])
+            feed(ws, b=f"s{k}{i}".encode())
+            assert enq.run() and bool(fetch(ws, "s")) is False
         for _ in range(k % 3 + 1):
             assert deq.run()
-            t = val(ws, "t")
+            t = fetch(ws, "t")
             assert t.shape == () and t.dtype == np.bool_ and not t
-            got.append((int(val(ws, "x")[0]), val(ws, "y").item()))
+            got.append((int(fetch(ws, "x")[0]), fetch(ws, "y").item()))
     want = [(k * 10 + i, f"s{k}{i}".encode()) for k in range(10) for i in range(k % 3 + 1)]
     assert got == want
 
@@ -249,51 +202,51 @@ def test_queue_object_api(ws):
 def test_close_then_drain(ws):
     new_queue(ws, capacity=4)
     local(ws, "x")
-    enq = create(ws, "e", make_op("EnqueueBlobs", ["q", "x"], ["x"]))
+    enq = create(ws, make_op("EnqueueBlobs", ["q", "x"], ["x"]), name="e")
     for v in (1, 2):
-        feed(ws, "x", [v])
+        feed(ws, x=[v])
         assert enq.run()
     close(ws)
-    safe = create(ws, "s", make_op("SafeDequeueBlobs", ["q"], ["y", "st"]))
-    plain = create(ws, "p", make_op("DequeueBlobs", ["q"], ["y"]))
-    assert plain.run() and val(ws, "y").tolist() == [1]
-    assert safe.run() and val(ws, "y").tolist() == [2] and not val(ws, "st")
-    last = val(ws, "y")
-    assert safe.run() and bool(val(ws, "st")) is True
-    assert val(ws, "y") is last  # untouched on failure
+    safe = create(ws, make_op("SafeDequeueBlobs", ["q"], ["y", "st"]), name="s")
+    plain = create(ws, make_op("DequeueBlobs", ["q"], ["y"]), name="p")
+    assert plain.run() and fetch(ws, "y").tolist() == [1]
+    assert safe.run() and fetch(ws, "y").tolist() == [2] and not fetch(ws, "st")
+    last = fetch(ws, "y")
+    assert safe.run() and bool(fetch(ws, "st")) is True
+    assert fetch(ws, "y") is last  # untouched on failure
     assert plain.run() is False  # DequeueBlobs fails on a closed, empty queue
-    assert val(ws, "y") is last
+    assert fetch(ws, "y") is last
 
 
 def test_write_to_closed_queue_succeeds_while_there_is_room(ws):
     new_queue(ws, capacity=2)
     local(ws, "x")
-    safe = create(ws, "s", make_op("SafeEnqueueBlobs", ["q", "x"], ["x", "st"]))
-    plain = create(ws, "p", make_op("EnqueueBlobs", ["q", "x"], ["x"]))
+    safe = create(ws, make_op("SafeEnqueueBlobs", ["q", "x"], ["x", "st"]), name="s")
+    plain = create(ws, make_op("EnqueueBlobs", ["q", "x"], ["x"]), name="p")
     close(ws)
-    feed(ws, "x", [1])
+    feed(ws, x=[1])
     assert safe.run()
-    st = val(ws, "st")
+    st = fetch(ws, "st")
     assert st.shape == () and st.dtype == np.bool_ and bool(st) is False  # written
-    feed(ws, "x", [2])
+    feed(ws, x=[2])
     assert plain.run()  # still room: succeeds
-    feed(ws, "x", [3])
-    mine = val(ws, "x")
-    assert safe.run() and bool(val(ws, "st")) is True  # closed and full
-    assert val(ws, "x") is mine  # data untouched on failure
+    feed(ws, x=[3])
+    mine = fetch(ws, "x")
+    assert safe.run() and bool(fetch(ws, "st")) is True  # closed and full
+    assert fetch(ws, "x") is mine  # data untouched on failure
     assert plain.run() is False  # EnqueueBlobs fails: closed and full
-    assert val(ws, "q").size() == 2
+    assert fetch(ws, "q").size() == 2
 
 
 def test_dequeue_timeout(ws, caplog):
     new_queue(ws)
-    net = create(ws, "d", make_op("DequeueBlobs", ["q"], ["y"], timeout_secs=0.02))
+    net = create(ws, make_op("DequeueBlobs", ["q"], ["y"], timeout_secs=0.02), name="d")
     with caplog.at_level(logging.ERROR, logger="caffe2"):
         assert net.run() is False
     assert "DequeueBlobs timed out in 0.02 secs" in caplog.text
-    feed(ws, "x", [5])
+    feed(ws, x=[5])
     assert ws.run_operator_once(make_op("EnqueueBlobs", ["q", "x"], ["x"]))
-    assert net.run() and val(ws, "y").tolist() == [5]  # a timeout does not break the queue
+    assert net.run() and fetch(ws, "y").tolist() == [5]  # a timeout does not break the queue
     close(ws)
     caplog.clear()
     with caplog.at_level(logging.ERROR, logger="caffe2"):
@@ -303,19 +256,19 @@ def test_dequeue_timeout(ws, caplog):
 
 def test_timed_reader_still_gets_a_record_written_while_it_waits(ws):
     q = new_queue(ws)
-    net = create(ws, "d", make_op("DequeueBlobs", ["q"], ["y"], timeout_secs=SAFETY))
+    net = create(ws, make_op("DequeueBlobs", ["q"], ["y"], timeout_secs=SAFETY), name="d")
     result = []
     t = start(lambda: result.append(net.run()))
     wait_until(lambda: q.waiting()[0] == 1, "reader blocked")
-    feed(ws, "x", [9])
+    feed(ws, x=[9])
     assert ws.run_operator_once(make_op("EnqueueBlobs", ["q", "x"], ["x"]))
     join_all([t])
-    assert result == [True] and val(ws, "y").tolist() == [9]
+    assert result == [True] and fetch(ws, "y").tolist() == [9]
 
 
 def test_close_wakes_blocked_producers(ws):
     q = new_queue(ws, capacity=1)
-    feed(ws, "x", [0])
+    feed(ws, x=[0])
     assert ws.run_operator_once(make_op("EnqueueBlobs", ["q", "x"], ["x"]))  # now full
     results: dict[str, object] = {}
 
@@ -324,12 +277,12 @@ def test_close_wakes_blocked_producers(ws):
         local(w, "x", "st")
         w.get_blob("x").value = np.array([i + 1])
         if safe:
-            net = create(w, f"p{i}", make_op("SafeEnqueueBlobs", ["q", "x"], ["x", "st"]))
+            net = create(w, make_op("SafeEnqueueBlobs", ["q", "x"], ["x", "st"]), name=f"p{i}")
             net.run()
-            results[f"p{i}"] = (bool(val(w, "st")), val(w, "x").tolist())
+            results[f"p{i}"] = (bool(fetch(w, "st")), fetch(w, "x").tolist())
         else:
-            net = create(w, f"p{i}", make_op("EnqueueBlobs", ["q", "x"], ["x"]))
-            results[f"p{i}"] = (net.run(), val(w, "x").tolist())
+            net = create(w, make_op("EnqueueBlobs", ["q", "x"], ["x"]), name=f"p{i}")
+            results[f"p{i}"] = (net.run(), fetch(w, "x").tolist())
 
     threads = [start(producer, i, i % 2 == 0) for i in range(4)]
     wait_until(lambda: q.waiting()[1] == 4, "4 producers blocked")
@@ -353,21 +306,21 @@ def test_close_wakes_blocked_consumers(ws):
         w = ws.child()
         local(w, "a", "b", "st")
         if kind == "plain":
-            net = create(w, kind, make_op("DequeueBlobs", ["q"], ["a", "b"]))
+            net = create(w, make_op("DequeueBlobs", ["q"], ["a", "b"]), name=kind)
             results[kind] = net.run()
             return
         if kind == "safe":
-            net = create(w, kind, make_op("SafeDequeueBlobs", ["q"], ["a", "b", "st"]))
+            net = create(w, make_op("SafeDequeueBlobs", ["q"], ["a", "b", "st"]), name=kind)
         elif kind == "batch":
             op = make_op("SafeDequeueBlobs", ["q"], ["a", "b", "st"], num_records=3)
-            net = create(w, kind, op)
+            net = create(w, op, name=kind)
         else:
             op = make_op(
                 "WeightedSampleDequeueBlobs", ["q", "q2"], ["a", "b", "st"], table_idx_blob=1
             )
-            net = create(w, kind, op)
+            net = create(w, op, name=kind)
         assert net.run()
-        results[kind] = (bool(val(w, "st")), val(w, "a"))
+        results[kind] = (bool(fetch(w, "st")), fetch(w, "a"))
 
     threads = [start(consumer, k) for k in ("plain", "safe", "batch", "weighted")]
     wait_until(lambda: q.waiting()[0] + q2.waiting()[0] == 4, "4 consumers blocked")
@@ -381,14 +334,14 @@ def test_close_wakes_blocked_consumers(ws):
 
 def test_close_while_consumer_batches_returns_the_partial_batch(ws):
     q = new_queue(ws, capacity=4)
-    net = create(ws, "d", make_op("SafeDequeueBlobs", ["q"], ["y", "st"], num_records=3))
-    feed(ws, "x", [1, 2])
+    net = create(ws, make_op("SafeDequeueBlobs", ["q"], ["y", "st"], num_records=3), name="d")
+    feed(ws, x=[1, 2])
     assert ws.run_operator_once(make_op("EnqueueBlobs", ["q", "x"], ["x"]))
     t = start(net.run)
     wait_until(lambda: q.waiting()[0] == 1, "batching consumer blocked on record 2")
     close(ws)
     join_all([t])
-    assert val(ws, "y").tolist() == [1, 2] and bool(val(ws, "st")) is False
+    assert fetch(ws, "y").tolist() == [1, 2] and bool(fetch(ws, "st")) is False
 
 
 # ---- num_records batching ----------------------------------------------------------------
@@ -397,17 +350,17 @@ def test_close_while_consumer_batches_returns_the_partial_batch(ws):
 def test_num_records_concatenates_along_dim_0(ws):
     new_queue(ws, capacity=8, num_blobs=2)
     local(ws, "a", "b")
-    enq = create(ws, "e", make_op("EnqueueBlobs", ["q", "a", "b"], ["a", "b"]))
+    enq = create(ws, make_op("EnqueueBlobs", ["q", "a", "b"], ["a", "b"]), name="e")
     for k in range(5):
         ws.create_blob("a").value = np.full((2, 3), k, np.float32)
         ws.create_blob("b").value = np.array([f"r{k}".encode()], dtype=object)
         assert enq.run()
     close(ws)
-    deq = create(ws, "d", make_op("SafeDequeueBlobs", ["q"], ["x", "y", "st"], num_records=2))
+    deq = create(ws, make_op("SafeDequeueBlobs", ["q"], ["x", "y", "st"], num_records=2), name="d")
     shapes, firsts, strings = [], [], []
     for _ in range(3):
-        assert deq.run() and not val(ws, "st")
-        x, y = val(ws, "x"), val(ws, "y")
+        assert deq.run() and not fetch(ws, "st")
+        x, y = fetch(ws, "x"), fetch(ws, "y")
         assert x.dtype == np.float32 and y.dtype == object
         shapes.append(x.shape)
         firsts.append(x[:, 0].tolist())
@@ -415,20 +368,20 @@ def test_num_records_concatenates_along_dim_0(ws):
     assert shapes == [(4, 3), (4, 3), (2, 3)]  # the last batch is partial: the queue ran dry
     assert firsts == [[0, 0, 1, 1], [2, 2, 3, 3], [4, 4]]
     assert strings == [[b"r0", b"r1"], [b"r2", b"r3"], [b"r4"]]
-    x = val(ws, "x")
-    assert deq.run() and bool(val(ws, "st")) is True and val(ws, "x") is x  # untouched
+    x = fetch(ws, "x")
+    assert deq.run() and bool(fetch(ws, "st")) is True and fetch(ws, "x") is x  # untouched
 
 
 def test_num_records_outputs_own_their_data(ws):
     new_queue(ws, capacity=4)
     local(ws, "a")
-    enq = create(ws, "e", make_op("EnqueueBlobs", ["q", "a"], ["a"]))
+    enq = create(ws, make_op("EnqueueBlobs", ["q", "a"], ["a"]), name="e")
     for k in range(3):
-        feed(ws, "a", [k])
+        feed(ws, a=[k])
         assert enq.run()
-    deq = create(ws, "d", make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=3))
+    deq = create(ws, make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=3), name="d")
     assert deq.run()
-    x = val(ws, "x")
+    x = fetch(ws, "x")
     assert x.tolist() == [0, 1, 2]
     for i in range(4):
         for b in (ws.get_blob(f"q_{i}_0"), ws.get_blob("a")):
@@ -441,8 +394,8 @@ def test_num_records_single_0d_record_is_copied(ws):
     assert ws.run_operator_once(make_op("EnqueueBlobs", ["q", "a"], ["a"]))
     close(ws)
     assert ws.run_operator_once(make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=4))
-    x = val(ws, "x")
-    assert x.shape == () and x == 3.5 and not val(ws, "st")
+    x = fetch(ws, "x")
+    assert x.shape == () and x == 3.5 and not fetch(ws, "st")
 
 
 @pytest.mark.parametrize(
@@ -457,27 +410,27 @@ def test_num_records_single_0d_record_is_copied(ws):
 def test_num_records_mismatch_raises_and_keeps_the_bad_record(ws, second, message):
     q = new_queue(ws, capacity=4)
     local(ws, "a")
-    enq = create(ws, "e", make_op("EnqueueBlobs", ["q", "a"], ["a"]))
+    enq = create(ws, make_op("EnqueueBlobs", ["q", "a"], ["a"]), name="e")
     for v in (np.array([1, 2], np.int64), second):
         ws.create_blob("a").value = v
         assert enq.run()
-    deq = create(ws, "d", make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=2))
+    deq = create(ws, make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=2), name="d")
     with pytest.raises(OperatorError, match=message) as e:
         deq.run()
     text = str(e.value)
     assert "SafeDequeueBlobs" in text and "queue q" in text and e.value.blob == "x"
-    assert val(ws, "x").tolist() == [1, 2]  # the record read so far is delivered
+    assert fetch(ws, "x").tolist() == [1, 2]  # the record read so far is delivered
     assert q.size() == 1  # the bad record was not taken
     assert ws.run_operator_once(make_op("SafeDequeueBlobs", ["q"], ["z", "st"]))
-    assert val(ws, "z") is second
+    assert fetch(ws, "z") is second
 
 
 def test_a_refused_record_passes_the_wake_up_on_to_another_reader(ws):
     q = new_queue(ws, capacity=2)
     local(ws, "a")
-    enq = create(ws, "e", make_op("EnqueueBlobs", ["q", "a"], ["a"]))
-    batcher = create(ws, "b", make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=2))
-    plain = create(ws, "p", make_op("SafeDequeueBlobs", ["q"], ["y", "st2"]))
+    enq = create(ws, make_op("EnqueueBlobs", ["q", "a"], ["a"]), name="e")
+    batcher = create(ws, make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=2), name="b")
+    plain = create(ws, make_op("SafeDequeueBlobs", ["q"], ["y", "st2"]), name="p")
     errors: list[BaseException] = []
 
     def run_batcher() -> None:
@@ -486,7 +439,7 @@ def test_a_refused_record_passes_the_wake_up_on_to_another_reader(ws):
         except OperatorError as e:
             errors.append(e)
 
-    feed(ws, "a", [1, 2])
+    feed(ws, a=[1, 2])
     assert enq.run()
     tb = start(run_batcher)
     wait_until(lambda: q.waiting()[0] == 1, "batcher waits for its second record")
@@ -496,28 +449,28 @@ def test_a_refused_record_passes_the_wake_up_on_to_another_reader(ws):
     assert enq.run()
     join_all([tb, tp])  # the plain reader must be woken although the batcher got the signal
     assert len(errors) == 1 and "Empty tensor to dequeue" in str(errors[0])
-    assert val(ws, "x").tolist() == [1, 2]
-    assert val(ws, "y") is bad and bool(val(ws, "st2")) is False
+    assert fetch(ws, "x").tolist() == [1, 2]
+    assert fetch(ws, "y") is bad and bool(fetch(ws, "st2")) is False
 
 
 def test_num_records_first_record_must_be_a_tensor(ws):
     q = new_queue(ws, capacity=2)
     ws.create_blob("a").value = b"text"
     assert ws.run_operator_once(make_op("EnqueueBlobs", ["q", "a"], ["a"]))
-    deq = create(ws, "d", make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=2))
+    deq = create(ws, make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=2), name="d")
     with pytest.raises(OperatorError, match="record 0 is not a tensor: it holds std::string"):
         deq.run()
-    assert q.size() == 1 and val(ws, "x") is None
+    assert q.size() == 1 and fetch(ws, "x") is None
 
 
 def test_num_records_0d_first_record_cannot_be_extended(ws):
     new_queue(ws, capacity=2)
     local(ws, "a")
-    enq = create(ws, "e", make_op("EnqueueBlobs", ["q", "a"], ["a"]))
+    enq = create(ws, make_op("EnqueueBlobs", ["q", "a"], ["a"]), name="e")
     for v in (np.array(1), np.array([2])):
         ws.create_blob("a").value = v
         assert enq.run()
-    deq = create(ws, "d", make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=2))
+    deq = create(ws, make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=2), name="d")
     with pytest.raises(OperatorError, match="first record is 0-d"):
         deq.run()
 
@@ -529,10 +482,10 @@ def _weighted_setup(ws: Workspace, per_queue: int, seed: int, weights):
     for i in range(3):
         new_queue(ws, f"q{i}", capacity=per_queue, num_blobs=2)
         local(ws, "a", "b")
-        enq = create(ws, f"e{i}", make_op("EnqueueBlobs", [f"q{i}", "a", "b"], ["a", "b"]))
+        enq = create(ws, make_op("EnqueueBlobs", [f"q{i}", "a", "b"], ["a", "b"]), name=f"e{i}")
         for k in range(per_queue):
-            feed(ws, "a", [i * 100000 + k])
-            feed(ws, "b", [-1])
+            feed(ws, a=[i * 100000 + k])
+            feed(ws, b=[-1])
             assert enq.run()
     op = make_op(
         "WeightedSampleDequeueBlobs",
@@ -542,7 +495,7 @@ def _weighted_setup(ws: Workspace, per_queue: int, seed: int, weights):
         table_idx_blob=1,
     )
     op.device_option.random_seed = seed
-    return create(ws, "w", op)
+    return create(ws, op, name="w")
 
 
 def test_weighted_sample_distribution_with_fixed_seed():
@@ -552,12 +505,12 @@ def test_weighted_sample_distribution_with_fixed_seed():
     net = _weighted_setup(ws, n, seed=1234, weights=None)
     next_of = [0, 0, 0]
     for _ in range(n):
-        assert net.run() and not val(ws, "st")
-        idx = val(ws, "idx")
+        assert net.run() and not fetch(ws, "st")
+        idx = fetch(ws, "idx")
         assert idx.dtype == np.int32 and idx.shape == (1,)
         i = int(idx[0])
         picks.append(i)
-        assert int(val(ws, "x")[0]) == i * 100000 + next_of[i]  # FIFO from the chosen queue
+        assert int(fetch(ws, "x")[0]) == i * 100000 + next_of[i]  # FIFO from the chosen queue
         next_of[i] += 1
     counts = np.bincount(picks, minlength=3)
     expected = np.array([0.1, 0.2, 0.7]) * n
@@ -569,7 +522,7 @@ def test_weighted_sample_distribution_with_fixed_seed():
     again = []
     for _ in range(50):
         assert net2.run()
-        again.append(int(val(ws2, "idx")[0]))
+        again.append(int(fetch(ws2, "idx")[0]))
     assert again == picks[:50]
 
 
@@ -579,7 +532,7 @@ def test_weighted_sample_zero_weight_queue_is_never_chosen():
     picks = set()
     for _ in range(200):
         assert net.run()
-        picks.add(int(val(ws, "idx")[0]))
+        picks.add(int(fetch(ws, "idx")[0]))
     assert picks == {1, 2}
 
 
@@ -589,8 +542,8 @@ def test_weighted_sample_closed_empty_queue_sets_status_and_index(ws):
     ws.create_blob("x").value = mine = np.array([42])
     op = make_op("WeightedSampleDequeueBlobs", ["q0"], ["x", "idx", "st"], table_idx_blob=1)
     assert ws.run_operator_once(op)
-    assert bool(val(ws, "st")) is True and val(ws, "idx").tolist() == [0]
-    assert val(ws, "x") is mine
+    assert bool(fetch(ws, "st")) is True and fetch(ws, "idx").tolist() == [0]
+    assert fetch(ws, "x") is mine
 
 
 @pytest.mark.parametrize(
@@ -623,11 +576,11 @@ def test_wrong_number_of_blobs_for_the_queue_enqueue(ws, op_type, outputs):
     new_queue(ws, "myq", num_blobs=1)
     inputs = ["myq", "a", "b"]
     for n in ("a", "b"):
-        feed(ws, n, [1])
-    net = create(ws, "n", make_op(op_type, inputs, outputs))
+        feed(ws, **{n: [1]})
+    net = create(ws, make_op(op_type, inputs, outputs), name="n")
     with pytest.raises(OperatorError, match=f"{op_type}: queue myq holds records of 1 blobs"):
         net.run()
-    assert val(ws, "myq").size() == 0
+    assert fetch(ws, "myq").size() == 0
 
 
 @pytest.mark.parametrize(
@@ -640,13 +593,13 @@ def test_wrong_number_of_blobs_for_the_queue_enqueue(ws, op_type, outputs):
 )
 def test_wrong_number_of_blobs_for_the_queue_dequeue(ws, op_type, outputs):
     new_queue(ws, "myq", num_blobs=1)
-    feed(ws, "x", [1])
+    feed(ws, x=[1])
     assert ws.run_operator_once(make_op("EnqueueBlobs", ["myq", "x"], ["x"]))
-    net = create(ws, "n", make_op(op_type, ["myq"], outputs))
+    net = create(ws, make_op(op_type, ["myq"], outputs), name="n")
     with pytest.raises(OperatorError, match=f"{op_type}: queue myq holds records of 1 blobs") as e:
         net.run()
     assert e.value.blob == "myq"
-    assert val(ws, "myq").size() == 1  # nothing was taken
+    assert fetch(ws, "myq").size() == 1  # nothing was taken
 
 
 @pytest.mark.parametrize(
@@ -663,8 +616,8 @@ def test_wrong_number_of_blobs_for_the_queue_dequeue(ws, op_type, outputs):
     ids=lambda o: f"{o.type}-{len(o.arg)}",
 )
 def test_input_that_is_not_a_queue(ws, op):
-    feed(ws, "notq", [1.0, 2.0])
-    feed(ws, "x", [1])
+    feed(ws, notq=[1.0, 2.0])
+    feed(ws, x=[1])
     with pytest.raises(OperatorError) as e:
         ws.run_operator_once(op)
     text = str(e.value)
@@ -680,7 +633,7 @@ def test_enqueue_must_be_in_place(ws):
         make_op("SafeEnqueueBlobs", ["q", "x"], ["y", "st"]),
     ):
         with pytest.raises(EnforceError, match=r"data output 0 \(y\) must be the same blob") as e:
-            create(ws, "n", op)
+            create(ws, op, name="n")
         assert e.value.blob == "y"
 
 
@@ -702,15 +655,15 @@ def test_enqueue_must_be_in_place(ws):
 )
 def test_schema_counts(ws, op):
     new_queue(ws)
-    feed(ws, "x", [1])
+    feed(ws, x=[1])
     with pytest.raises(EnforceError, match="schema"):
-        create(ws, "n", op)
+        create(ws, op, name="n")
 
 
 def test_num_records_must_be_positive(ws):
     new_queue(ws)
     with pytest.raises(EnforceError, match="num_records must be > 0"):
-        create(ws, "n", make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=0))
+        create(ws, make_op("SafeDequeueBlobs", ["q"], ["x", "st"], num_records=0), name="n")
 
 
 # ---- threads through nets ----------------------------------------------------------------
@@ -724,7 +677,7 @@ def _producer_net(w: Workspace, name: str, start_at: int, vector: bool = False):
     if vector:
         ops.append(make_op("Reshape", ["v"], ["v", "old_shape"], shape=[1]))
     ops.append(make_op("SafeEnqueueBlobs", ["q", "v"], ["v", "st"]))
-    return create(w, name, *ops)
+    return create(w, *ops, name=name)
 
 
 def test_producers_and_batching_consumers_through_nets(ws, fast_switching):
@@ -747,7 +700,7 @@ def test_producers_and_batching_consumers_through_nets(ws, fast_switching):
         w = ws.child()
         local(w, "v", "st")
         op = make_op("SafeDequeueBlobs", ["q"], ["v", "st"], num_records=batch)
-        net = create(w, f"c{k}", op)
+        net = create(w, op, name=f"c{k}")
         v, st = w.get_blob("v"), w.get_blob("st")
         barrier.wait()
         while True:
@@ -786,7 +739,7 @@ def test_consumers_stop_producers_by_closing(ws):
                 return
 
     prods = [start(produce, p) for p in range(3)]
-    deq = create(ws, "d", make_op("DequeueBlobs", ["q"], ["v"]))
+    deq = create(ws, make_op("DequeueBlobs", ["q"], ["v"]), name="d")
     for _ in range(10):
         assert deq.run()
     wait_until(lambda: q.waiting()[1] == 3 and q.size() == 2, "producers blocked on full queue")
@@ -817,7 +770,7 @@ def test_stress_100k_records_exactly_once(ws, fast_switching):
     def consume(k: int) -> None:
         w = ws.child()
         local(w, "v", "st")
-        net = create(w, f"c{k}", make_op("SafeDequeueBlobs", ["q"], ["v", "st"]))
+        net = create(w, make_op("SafeDequeueBlobs", ["q"], ["v", "st"]), name=f"c{k}")
         v, st, out = w.get_blob("v"), w.get_blob("st"), got[k]
         barrier.wait()
         while True:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from netdefs import HAVE_LMDB, TP, WORKED_BLOB, fetch, make_net, make_op, put, read_db, write_db
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import serialization as ser
@@ -20,67 +21,16 @@ from caffe2.runtime.db import DBReader, Mode, create_db
 from caffe2.runtime.errors import EnforceError
 from caffe2.runtime.workspace import Workspace
 
-try:
-    import lmdb  # noqa: F401
-
-    HAVE_LMDB = True
-except ImportError:
-    HAVE_LMDB = False
-
-TP = caffe2_pb2.TensorProto
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-WORKED_VALUE = bytes.fromhex(
-    "0a 01 78 12 06 54 65 6e 73 6f 72 1a 11 08 02 10 02 22 02 01 02 3a 01 78 5a 04 08 00 10 02"
-)
-
-
-def make_op(op_type: str, ins: list[str], outs: list[str], **args: Any) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=ins, output=outs)
-    for k, v in args.items():
-        a = op.arg.add(name=k)
-        if isinstance(v, bool | int):
-            a.i = int(v)
-        elif isinstance(v, str):
-            a.s = v.encode()
-        elif isinstance(v, list):
-            a.strings.extend(x.encode() for x in v)
-        else:
-            raise TypeError(v)
-    return op
 
 
 def run(ws: Workspace, op_type: str, ins: list[str], outs: list[str], **args: Any) -> bool:
     """Run the op inside a one-op net, as a user's net would."""
-    net = caffe2_pb2.NetDef(name=f"net_{op_type}")
-    net.op.append(make_op(op_type, ins, outs, **args))
-    return ws.run_net_once(net)
-
-
-def feed(ws: Workspace, name: str, value: Any) -> None:
-    ws.create_blob(name).value = value
-
-
-def fetch(ws: Workspace, name: str) -> Any:
-    return ws.get_blob(name).value
+    return ws.run_net_once(make_net(f"net_{op_type}", make_op(op_type, ins, outs, **args)))
 
 
 def keys_of(db_type: str, path: str) -> list[str]:
-    db = create_db(db_type, path, Mode.READ)
-    cur = db.new_cursor()
-    keys = [k.decode() for k, _ in cur]
-    cur.close()
-    db.close()
-    return keys
-
-
-def write_records(path: str, records: list[tuple[str, bytes]]) -> None:
-    db = create_db("minidb", path, Mode.NEW)
-    for k, v in records:
-        txn = db.new_transaction()
-        txn.put(k, v)
-        txn.close()
-    db.close()
+    return [k.decode() for k, _ in read_db(db_type, path)]
 
 
 def tensor_record(name: str, arr: np.ndarray, begin=0, end=None, segment=True) -> bytes:
@@ -98,10 +48,10 @@ def ws(tmp_path) -> Workspace:
 
 # ---- Save ----------------------------------------------------------------------------------
 def test_save_writes_the_spec_worked_example(ws, tmp_path):
-    feed(ws, "x", np.array([1, 2], np.int32))
+    put(ws, "x", np.array([1, 2], np.int32))
     assert run(ws, "Save", ["x"], [], db="x.minidb", db_type="minidb")
     data = (tmp_path / "x.minidb").read_bytes()
-    assert data == bytes.fromhex("04 00 00 00 1e 00 00 00") + b"x#%0" + WORKED_VALUE
+    assert data == bytes.fromhex("04 00 00 00 1e 00 00 00") + b"x#%0" + WORKED_BLOB
 
 
 VALUES = {
@@ -124,7 +74,7 @@ VALUES = {
 
 def test_save_load_round_trip_every_type(ws, tmp_path):
     for k, v in VALUES.items():
-        feed(ws, k, v.copy() if isinstance(v, np.ndarray) else v)
+        put(ws, k, v.copy() if isinstance(v, np.ndarray) else v)
     names = list(VALUES)
     assert run(ws, "Save", names, [], db="all.db", db_type="minidb")
     keys = keys_of("minidb", str(tmp_path / "all.db"))
@@ -145,7 +95,7 @@ def test_save_chunks_by_flag_and_load_accepts_any_chunk_order(ws, tmp_path, monk
 
     monkeypatch.setitem(pybind_state.FLAGS, "caffe2_tensor_chunk_size", 4)
     x = np.arange(10, dtype=np.int64).reshape(5, 2)
-    feed(ws, "x", x)
+    put(ws, "x", x)
     run(ws, "Save", ["x"], [], db="c.db", db_type="minidb")
     path = str(tmp_path / "c.db")
     assert keys_of("minidb", path) == ["x#%0", "x#%1", "x#%2"]
@@ -155,8 +105,8 @@ def test_save_chunks_by_flag_and_load_accepts_any_chunk_order(ws, tmp_path, monk
     for rec in recs:
         seg = ser.parse_blob_proto(rec[1]).tensor
         assert list(seg.dims) == [5, 2] and seg.HasField("segment")
-    write_records(path, [(k.decode(), v) for k, v in reversed(recs)])
-    feed(ws, "x", None)
+    write_db("minidb", path, [(k.decode(), v) for k, v in reversed(recs)])
+    put(ws, "x", None)
     run(ws, "Load", [], ["x"], db="c.db", db_type="minidb")
     np.testing.assert_array_equal(fetch(ws, "x"), x)
     monkeypatch.setitem(pybind_state.FLAGS, "caffe2_tensor_chunk_size", 0)
@@ -165,7 +115,7 @@ def test_save_chunks_by_flag_and_load_accepts_any_chunk_order(ws, tmp_path, monk
 
 
 def test_save_path_rules(ws, tmp_path):
-    feed(ws, "w", np.ones(2, np.float32))
+    put(ws, "w", np.ones(2, np.float32))
     abs_path = tmp_path / "sub" / "abs.db"
     abs_path.parent.mkdir()
     run(ws, "Save", ["w"], [], db=str(abs_path), db_type="minidb", absolute_path=1)
@@ -178,18 +128,18 @@ def test_save_path_rules(ws, tmp_path):
 
 def test_save_strip_prefix_first_occurrence_anywhere(ws, tmp_path):
     for n in ("model/w", "x/model/b", "c"):
-        feed(ws, n, np.zeros(1, np.float32))
+        put(ws, n, np.zeros(1, np.float32))
     run(ws, "Save", ["model/w", "x/model/b", "c"], [], db="p.db", db_type="minidb",
         strip_prefix="model/")  # fmt: skip
     assert keys_of("minidb", str(tmp_path / "p.db")) == ["w#%0", "b#%0", "c#%0"]
-    feed(ws, "a/w", np.zeros(1, np.float32))
+    put(ws, "a/w", np.zeros(1, np.float32))
     with pytest.raises(EnforceError, match="Duplicated input: w"):
         run(ws, "Save", ["model/w", "a/w"], [], db="p.db", db_type="minidb", strip_prefix="/")
 
 
 def test_save_blob_name_overrides(ws, tmp_path):
-    feed(ws, "a", np.array([1], np.int32))
-    feed(ws, "b", np.array([2], np.int32))
+    put(ws, "a", np.array([1], np.int32))
+    put(ws, "b", np.array([2], np.int32))
     run(ws, "Save", ["a", "b"], [], db="o.db", db_type="minidb", blob_name_overrides=["x", "y"])
     assert keys_of("minidb", str(tmp_path / "o.db")) == ["x#%0", "y#%0"]
     # duplicates among overrides are not checked (as in Caffe2)
@@ -205,7 +155,7 @@ def test_save_blob_name_overrides(ws, tmp_path):
 
 
 def test_save_argument_errors(ws, tmp_path):
-    feed(ws, "a", np.ones(1, np.float32))
+    put(ws, "a", np.ones(1, np.float32))
     with pytest.raises(EnforceError, match="Must specify a db name."):
         run(ws, "Save", ["a"], [], db_type="minidb")
     with pytest.raises(EnforceError, match="Must specify a db type."):
@@ -220,10 +170,10 @@ def test_save_argument_errors(ws, tmp_path):
 
 
 def test_save_failure_part_way_keeps_previous_db(ws, tmp_path):
-    feed(ws, "a", np.array([1.0], np.float32))
+    put(ws, "a", np.array([1.0], np.float32))
     run(ws, "Save", ["a"], [], db="k.db", db_type="minidb")
     before = (tmp_path / "k.db").read_bytes()
-    feed(ws, "a", np.array([2.0], np.float32))
+    put(ws, "a", np.array([2.0], np.float32))
     ws.create_blob("empty")
     with pytest.raises(EnforceError) as ei:
         run(ws, "Save", ["a", "empty"], [], db="k.db", db_type="minidb")
@@ -232,10 +182,10 @@ def test_save_failure_part_way_keeps_previous_db(ws, tmp_path):
     assert "k.db" in msg and "Offending Blob name: empty" in msg
     assert (tmp_path / "k.db").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["k.db"]
-    feed(ws, "obj", object())
+    put(ws, "obj", object())
     with pytest.raises(EnforceError, match="No known serializer for object"):
         run(ws, "Save", ["obj"], [], db="k.db", db_type="minidb")
-    feed(ws, "c", np.array([1 + 2j]))
+    put(ws, "c", np.array([1 + 2j]))
     with pytest.raises(EnforceError, match="data type complex128 has no TensorProto type"):
         run(ws, "Save", ["c"], [], db="k.db", db_type="minidb")
     assert (tmp_path / "k.db").read_bytes() == before
@@ -277,7 +227,7 @@ CHILD = textwrap.dedent(
 def test_save_killed_mid_way_leaves_previous_db(ws, tmp_path, db_type):
     path = tmp_path / "ckpt.db"
     old = np.array([7, 8, 9], np.int64)
-    feed(ws, "old", old)
+    put(ws, "old", old)
     if db_type == "minidb":  # NEW replaces a minidb; leveldb and lmdb refuse an existing one
         run(ws, "Save", ["old"], [], db=str(path), db_type=db_type, absolute_path=1)
         before = path.read_bytes()
@@ -320,15 +270,15 @@ def test_save_killed_mid_way_leaves_previous_db(ws, tmp_path, db_type):
 # ---- Load ----------------------------------------------------------------------------------
 @pytest.fixture
 def saved(ws, tmp_path) -> Workspace:
-    feed(ws, "a", np.array([1.0, 2.0], np.float32))
-    feed(ws, "b", np.array([[3, 4]], np.int32))
-    feed(ws, "s", b"text")
+    put(ws, "a", np.array([1.0, 2.0], np.float32))
+    put(ws, "b", np.array([[3, 4]], np.int32))
+    put(ws, "s", b"text")
     run(ws, "Save", ["a", "b", "s"], [], db="m.db", db_type="minidb")
     return Workspace(root_folder=str(tmp_path))
 
 
 def test_load_outputs_and_reset(saved, tmp_path):
-    feed(saved, "a", b"was a string")
+    put(saved, "a", b"was a string")
     assert run(saved, "Load", [], ["a", "s"], db="m.db", db_type="minidb", keep_device=1)
     np.testing.assert_array_equal(fetch(saved, "a"), [1.0, 2.0])
     assert fetch(saved, "s") == b"text"
@@ -363,11 +313,11 @@ def test_load_argument_errors(saved):
 
 def test_load_dbs_ignores_db_and_rejects_duplicate_keys(saved, tmp_path):
     ws2 = Workspace(root_folder=str(tmp_path))
-    feed(ws2, "c", np.array([5], np.int64))
+    put(ws2, "c", np.array([5], np.int64))
     run(ws2, "Save", ["c"], [], db="n.db", db_type="minidb")
     run(saved, "Load", [], ["a", "c"], db="ignored.db", dbs=["m.db", "n.db"], db_type="minidb")
     np.testing.assert_array_equal(fetch(saved, "c"), [5])
-    feed(ws2, "a", np.array([9.0], np.float32))
+    put(ws2, "a", np.array([9.0], np.float32))
     run(ws2, "Save", ["a"], [], db="n2.db", db_type="minidb")
     with pytest.raises(EnforceError, match="Duplicate Key a is found!"):
         run(saved, "Load", [], ["b", "a"], dbs=["m.db", "n2.db"], db_type="minidb",
@@ -379,7 +329,7 @@ def test_load_dbs_ignores_db_and_rejects_duplicate_keys(saved, tmp_path):
 def test_load_prefixes_and_source_names(saved, tmp_path):
     run(saved, "Load", [], ["p/a"], db="m.db", db_type="minidb", add_prefix="p/")
     np.testing.assert_array_equal(fetch(saved, "p/a"), [1.0, 2.0])
-    feed(saved, "m/x/w", np.array([1], np.int32))
+    put(saved, "m/x/w", np.array([1], np.int32))
     run(saved, "Save", ["m/x/w"], [], db="px.db", db_type="minidb")
     run(saved, "Load", [], ["q_w"], db="px.db", db_type="minidb", strip_prefix="x/",
         add_prefix="q_")  # fmt: skip
@@ -392,7 +342,7 @@ def test_load_prefixes_and_source_names(saved, tmp_path):
 
 def test_load_all_creates_blobs(saved):
     child = saved.child()
-    feed(saved, "a", None)
+    put(saved, "a", None)
     run(child, "Load", [], [], db="m.db", db_type="minidb", load_all=1)
     np.testing.assert_array_equal(fetch(saved, "a"), [1.0, 2.0])  # the visible parent blob
     assert child.local_blobs() == ["b", "s"]
@@ -402,7 +352,7 @@ def test_load_all_creates_blobs(saved):
 
 
 def test_load_missing_blobs(saved, tmp_path):
-    feed(saved, "zz", np.array([1]))
+    put(saved, "zz", np.array([1]))
     with pytest.raises(EnforceError) as ei:
         run(saved, "Load", [], ["a", "zz", "yy"], db="m.db", db_type="minidb")
     msg = str(ei.value)
@@ -447,13 +397,13 @@ def test_load_stops_reading_once_all_outputs_are_complete(saved, tmp_path):
 
 
 def test_load_parse_failures(saved, tmp_path):
-    write_records(str(tmp_path / "junk.db"), [("a#%0", b"\xff\xff\xff")])
+    write_db("minidb", str(tmp_path / "junk.db"), [("a#%0", b"\xff\xff\xff")])
     with pytest.raises(EnforceError, match="Cannot parse content into a BlobProto.*'a#%0'"):
         run(saved, "Load", [], ["a"], db="junk.db", db_type="minidb")
     with pytest.raises(EnforceError, match="Couldn't parse Proto"):
         run(saved, "Load", [], [], db="junk.db", db_type="minidb", load_all=1)
     # records of unwanted names are skipped without being parsed
-    write_records(str(tmp_path / "skip.db"), [("junk", b"\xff\xff"), ("a#%0", tensor_record(
+    write_db("minidb", str(tmp_path / "skip.db"), [("junk", b"\xff\xff"), ("a#%0", tensor_record(
         "a", np.array([1.0], np.float32)))])  # fmt: skip
     run(saved, "Load", [], ["a"], db="skip.db", db_type="minidb")
     np.testing.assert_array_equal(fetch(saved, "a"), [1.0])
@@ -482,7 +432,7 @@ def test_load_chunk_bookkeeping_errors(saved, tmp_path):
     ]
     for i, (records, msg, load_all) in enumerate(cases):
         path = str(tmp_path / f"ck{i}.db")
-        write_records(path, [(f"x#%{k}", r) for k, r in enumerate(records)])
+        write_db("minidb", path, [(f"x#%{k}", r) for k, r in enumerate(records)])
         outs = [] if load_all else ["x"]
         if msg is None:
             run(saved, "Load", [], outs, db=f"ck{i}.db", db_type="minidb", load_all=load_all)
@@ -516,7 +466,7 @@ def test_load_content_chunks(saved, tmp_path):
         return p.SerializeToString()
 
     def load(records: list[bytes]) -> Any:
-        write_records(str(tmp_path / "cc.db"), [("c", r) for r in records])
+        write_db("minidb", str(tmp_path / "cc.db"), [("c", r) for r in records])
         run(saved, "Load", [], ["c"], db="cc.db", db_type="minidb")
         return fetch(saved, "c")
 
@@ -534,7 +484,7 @@ def test_load_content_chunks(saved, tmp_path):
 
 def test_load_unknown_blob_type(saved, tmp_path):
     rec = caffe2_pb2.BlobProto(name="u", type="MysteryType", content=b"").SerializeToString()
-    write_records(str(tmp_path / "u.db"), [("u", rec)])
+    write_db("minidb", str(tmp_path / "u.db"), [("u", rec)])
     with pytest.raises(EnforceError, match="No registered deserializer for type MysteryType"):
         run(saved, "Load", [], ["u"], db="u.db", db_type="minidb")
 
@@ -542,17 +492,17 @@ def test_load_unknown_blob_type(saved, tmp_path):
 def test_load_from_dbreader_inputs(saved, tmp_path):
     r = DBReader("minidb", str(tmp_path / "m.db"))
     r.read()  # consume the record of a: Load reads from the current position
-    feed(saved, "reader", r)
-    feed(saved, "a", None)
+    put(saved, "reader", r)
+    put(saved, "a", None)
     run(saved, "Load", ["reader"], ["b", "s"], db_type="ignored", db="ignored")
     assert fetch(saved, "s") == b"text" and fetch(saved, "a") is None
     r2 = DBReader("minidb", str(tmp_path / "m.db"))
-    feed(saved, "reader2", r2)
+    put(saved, "reader2", r2)
     with pytest.raises(EnforceError, match="Expected to load 1 blobs, got 0 only"):
         run(saved, "Load", ["reader"], ["a"])  # reader is at its end: no rewind
     run(saved, "Load", ["reader2"], ["a"])
     np.testing.assert_array_equal(fetch(saved, "a"), [1.0, 2.0])
-    feed(saved, "notreader", np.zeros(1))
+    put(saved, "notreader", np.zeros(1))
     with pytest.raises(EnforceError, match=r"input 0 \(notreader\) must be a DBReader"):
         run(saved, "Load", ["notreader"], ["a"])
 
@@ -560,8 +510,8 @@ def test_load_from_dbreader_inputs(saved, tmp_path):
 def test_load_leveldb_and_lmdb_round_trip(ws, tmp_path):
     types = ["leveldb"] + (["lmdb"] if HAVE_LMDB else [])
     x = np.arange(12, dtype=np.float64).reshape(3, 4)
-    feed(ws, "x", x)
-    feed(ws, "s", b"str")
+    put(ws, "x", x)
+    put(ws, "s", b"str")
     for t in types:
         run(ws, "Save", ["x", "s"], [], db=f"d.{t}", db_type=t)
         assert (tmp_path / f"d.{t}").is_dir()
@@ -592,11 +542,11 @@ def test_dbexists(saved, tmp_path):
 
 # ---- Checkpoint ----------------------------------------------------------------------------
 def test_checkpoint_every_and_pattern(ws, tmp_path):
-    feed(ws, "w", np.array([1.5], np.float32))
+    put(ws, "w", np.array([1.5], np.float32))
     net = caffe2_pb2.NetDef(name="train")
     net.op.append(make_op("Checkpoint", ["iter", "w"], [], db="ck_%05d.db", db_type="minidb",
                           every=2))  # fmt: skip
-    feed(ws, "iter", np.array([0], np.int64))
+    put(ws, "iter", np.array([0], np.int64))
     ws.create_net(net)
     for i in range(1, 6):
         fetch(ws, "iter")[0] = i
@@ -609,21 +559,21 @@ def test_checkpoint_every_and_pattern(ws, tmp_path):
 
 
 def test_checkpoint_passes_save_arguments(ws, tmp_path):
-    feed(ws, "it", np.array([3], np.int64))
-    feed(ws, "m/w", np.array([1], np.int32))
+    put(ws, "it", np.array([3], np.int64))
+    put(ws, "m/w", np.array([1], np.int32))
     run(ws, "Snapshot", ["it", "m/w"], [], db=str(tmp_path / "s%d_%%.db"), db_type="minidb",
         absolute_path=1, strip_prefix="m/")  # fmt: skip
     assert keys_of("minidb", str(tmp_path / "s3_%.db")) == ["it#%0", "w#%0"]
     run(ws, "Checkpoint", ["it", "m/w"], [], db="o%lld.db", db_type="minidb",
         blob_name_overrides=["i", "v"])  # fmt: skip
     assert keys_of("minidb", str(tmp_path / "o3.db")) == ["i#%0", "v#%0"]
-    feed(ws, "it", np.array([-1], np.int64))
+    put(ws, "it", np.array([-1], np.int64))
     run(ws, "Checkpoint", ["it"], [], db="h%x.db", db_type="minidb")
     assert (tmp_path / "hffffffffffffffff.db").exists()
 
 
 def test_checkpoint_errors(ws, tmp_path):
-    feed(ws, "it", np.array([2], np.int64))
+    put(ws, "it", np.array([2], np.int64))
     with pytest.raises(EnforceError, match="Must specify a checkpoint file pattern."):
         run(ws, "Checkpoint", ["it"], [], db_type="minidb")
     with pytest.raises(EnforceError, match="Checkpoint interval should be positive."):
@@ -638,10 +588,10 @@ def test_checkpoint_errors(ws, tmp_path):
             run(ws, "Checkpoint", ["it"], [], db=pattern, db_type="minidb")
     with pytest.raises(EnforceError, match="at most 1023 fit"):
         run(ws, "Checkpoint", ["it"], [], db="%01030d", db_type="minidb")
-    feed(ws, "it32", np.array([2], np.int32))
+    put(ws, "it32", np.array([2], np.int32))
     with pytest.raises(EnforceError, match="must be an int64 tensor") as ei:
         run(ws, "Checkpoint", ["it32"], [], db="c%d", db_type="minidb")
     assert "Offending Blob name: it32" in str(ei.value)
-    feed(ws, "none", b"str")
+    put(ws, "none", b"str")
     with pytest.raises(EnforceError, match=r"input 0 \(none\) must be a tensor"):
         run(ws, "Checkpoint", ["none"], [], db="c%d", db_type="minidb")

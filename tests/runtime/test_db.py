@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from netdefs import WORKED_BLOB, needs_lmdb, read_db, write_db
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import db as dbm
@@ -18,39 +19,11 @@ from caffe2.runtime.blob import Blob
 from caffe2.runtime.db import DBReader, Mode, create_db, db_exists, open_db
 from caffe2.runtime.errors import EnforceError
 
-try:
-    import lmdb  # noqa: F401
-
-    HAVE_LMDB = True
-except ImportError:
-    HAVE_LMDB = False
-
-needs_lmdb = pytest.mark.skipif(not HAVE_LMDB, reason="the lmdb package is not installed")
-
 # Two records written by hand from the layout [int32 klen][int32 vlen][key][value], LE.
 GOLDEN = (
     b"\x01\x00\x00\x00" + b"\x03\x00\x00\x00" + b"a" + b"xyz"
     + b"\x02\x00\x00\x00" + b"\x01\x00\x00\x00" + b"bc" + b"\x00"
 )  # fmt: skip
-
-
-def write_minidb(path, records, mode=Mode.NEW) -> None:
-    db = create_db("minidb", str(path), mode)
-    for k, v in records:
-        txn = db.new_transaction()
-        txn.put(k, v)
-        txn.commit()
-        txn.close()
-    db.close()
-
-
-def read_all(db_type, path) -> list[tuple[bytes, bytes]]:
-    db = open_db(db_type, str(path), Mode.READ)
-    try:
-        with db.new_cursor() as cur:
-            return list(cur)
-    finally:
-        db.close()
 
 
 def temp_files(directory) -> list[str]:
@@ -60,22 +33,20 @@ def temp_files(directory) -> list[str]:
 # ---- minidb format -------------------------------------------------------------------------
 def test_minidb_writes_golden_bytes(tmp_path):
     p = tmp_path / "g.minidb"
-    write_minidb(p, [(b"a", b"xyz"), ("bc", b"\x00")])
+    write_db("minidb", p, [(b"a", b"xyz"), ("bc", b"\x00")])
     assert p.read_bytes() == GOLDEN
 
 
 def test_minidb_reads_hand_written_file(tmp_path):
     p = tmp_path / "g.minidb"
     p.write_bytes(GOLDEN)
-    assert read_all("MiniDB", p) == [(b"a", b"xyz"), (b"bc", b"\x00")]
+    assert read_db("MiniDB", p) == [(b"a", b"xyz"), (b"bc", b"\x00")]
 
 
 def test_minidb_spec_worked_example_file(tmp_path):
-    value = bytes.fromhex(
-        "0a 01 78 12 06 54 65 6e 73 6f 72 1a 11 08 02 10 02 22 02 01 02 3a 01 78 5a 04 08 00 10 02"
-    )
+    value = WORKED_BLOB
     p = tmp_path / "x.minidb"
-    write_minidb(p, [("x#%0", value)])
+    write_db("minidb", p, [("x#%0", value)])
     data = p.read_bytes()
     assert len(data) == 42
     assert data == bytes.fromhex("04 00 00 00 1e 00 00 00") + b"x#%0" + value
@@ -84,26 +55,26 @@ def test_minidb_spec_worked_example_file(tmp_path):
 def test_minidb_records_in_write_order_duplicates_kept(tmp_path):
     p = tmp_path / "o.minidb"
     recs = [(b"z", b"1"), (b"a", b"2"), (b"z", b"3")]
-    write_minidb(p, recs)
-    assert read_all("minidb", p) == recs
+    write_db("minidb", p, recs)
+    assert read_db("minidb", p) == recs
 
 
 def test_minidb_large_record_round_trip(tmp_path):
     p = tmp_path / "big.minidb"
     big = os.urandom(3 << 20)
-    write_minidb(p, [(b"k" * 1000, big)])
-    assert read_all("minidb", p) == [(b"k" * 1000, big)]
+    write_db("minidb", p, [(b"k" * 1000, big)])
+    assert read_db("minidb", p) == [(b"k" * 1000, big)]
 
 
 def test_minidb_new_truncates_write_appends(tmp_path):
     p = tmp_path / "m.minidb"
-    write_minidb(p, [(b"a", b"1")])
-    write_minidb(p, [(b"b", b"2")], Mode.WRITE)
-    assert read_all("minidb", p) == [(b"a", b"1"), (b"b", b"2")]
-    write_minidb(p, [(b"c", b"3")], Mode.NEW)
-    assert read_all("minidb", p) == [(b"c", b"3")]
-    write_minidb(tmp_path / "fresh", [(b"d", b"4")], Mode.WRITE)  # WRITE creates
-    assert read_all("minidb", tmp_path / "fresh") == [(b"d", b"4")]
+    write_db("minidb", p, [(b"a", b"1")])
+    write_db("minidb", p, [(b"b", b"2")], Mode.WRITE)
+    assert read_db("minidb", p) == [(b"a", b"1"), (b"b", b"2")]
+    write_db("minidb", p, [(b"c", b"3")], Mode.NEW)
+    assert read_db("minidb", p) == [(b"c", b"3")]
+    write_db("minidb", tmp_path / "fresh", [(b"d", b"4")], Mode.WRITE)  # WRITE creates
+    assert read_db("minidb", tmp_path / "fresh") == [(b"d", b"4")]
 
 
 def test_minidb_mode_names_accepted(tmp_path):
@@ -133,7 +104,7 @@ def test_minidb_open_errors_name_the_file(tmp_path):
 
 def test_minidb_cursor_semantics(tmp_path):
     p = tmp_path / "c.minidb"
-    write_minidb(p, [(b"k1", b"v1"), (b"k2", b"v2")])
+    write_db("minidb", p, [(b"k1", b"v1"), (b"k2", b"v2")])
     db = create_db("minidb", str(p), Mode.READ)
     cur = db.new_cursor()
     assert cur.valid() and cur.key() == b"k1" and cur.value() == b"v1"
@@ -180,7 +151,7 @@ def test_minidb_commit_detaches_transaction(tmp_path):
     with pytest.raises(EnforceError, match="transaction is committed"):
         txn.put(b"b", b"2")
     db.close()
-    assert read_all("minidb", tmp_path / "m") == [(b"a", b"1")]
+    assert read_db("minidb", tmp_path / "m") == [(b"a", b"1")]
 
 
 def test_minidb_dropping_a_transaction_commits_it(tmp_path):
@@ -190,7 +161,7 @@ def test_minidb_dropping_a_transaction_commits_it(tmp_path):
     txn.put(b"b", b"2")
     del txn
     db.close()
-    assert read_all("minidb", tmp_path / "m") == [(b"a", b"1"), (b"b", b"2")]
+    assert read_db("minidb", tmp_path / "m") == [(b"a", b"1"), (b"b", b"2")]
 
 
 def test_minidb_second_open_handle_in_same_thread_raises_not_hangs(tmp_path):
@@ -223,7 +194,7 @@ def test_minidb_other_thread_waits_for_the_file_mutex(tmp_path):
     th.join(5)
     db.close()
     assert order == ["first", "other"]
-    assert read_all("minidb", tmp_path / "m") == [(b"a", b"1"), (b"b", b"2")]
+    assert read_db("minidb", tmp_path / "m") == [(b"a", b"1"), (b"b", b"2")]
 
 
 def test_minidb_refuses_unreadable_records(tmp_path):
@@ -243,7 +214,7 @@ def test_minidb_refuses_unreadable_records(tmp_path):
 def test_minidb_ignores_one_to_three_stray_bytes(tmp_path, stray):
     p = tmp_path / "s.minidb"
     p.write_bytes(GOLDEN + b"\x07" * stray)
-    assert read_all("minidb", p) == [(b"a", b"xyz"), (b"bc", b"\x00")]
+    assert read_db("minidb", p) == [(b"a", b"xyz"), (b"bc", b"\x00")]
 
 
 @pytest.mark.parametrize(
@@ -272,7 +243,7 @@ def test_minidb_corrupt_file_errors_name_file_and_offset(tmp_path, data, offset,
 
 def test_minidb_new_mode_is_atomic(tmp_path):
     p = tmp_path / "a.minidb"
-    write_minidb(p, [(b"old", b"1")])
+    write_db("minidb", p, [(b"old", b"1")])
     before = p.read_bytes()
     db = create_db("minidb", str(p), Mode.NEW)
     txn = db.new_transaction()
@@ -290,13 +261,13 @@ def test_minidb_new_mode_is_atomic(tmp_path):
     assert p.read_bytes() == before and temp_files(tmp_path) == []
     with create_db("minidb", str(p), Mode.WRITE) as db:
         db.new_transaction().put(b"x", b"y")
-    assert read_all("minidb", p) == [(b"old", b"1"), (b"x", b"y")]
+    assert read_db("minidb", p) == [(b"old", b"1"), (b"x", b"y")]
     assert temp_files(tmp_path) == []
 
 
 def test_minidb_new_file_gets_normal_permissions(tmp_path):
     p = tmp_path / "perm.minidb"
-    write_minidb(p, [(b"a", b"1")])
+    write_db("minidb", p, [(b"a", b"1")])
     assert os.stat(p).st_mode & 0o777 == 0o666 & ~dbm._umask()
 
 
@@ -307,7 +278,7 @@ def test_minidb_dropped_db_is_closed_and_published(tmp_path):
     txn.put(b"a", b"1")
     txn.close()
     del db, txn
-    assert read_all("minidb", p) == [(b"a", b"1")]
+    assert read_db("minidb", p) == [(b"a", b"1")]
 
 
 # ---- registry ------------------------------------------------------------------------------
@@ -326,7 +297,7 @@ def test_registry_unknown_types(tmp_path):
 def test_db_exists(tmp_path):
     p = tmp_path / "e.minidb"
     assert not db_exists("minidb", str(p))
-    write_minidb(p, [(b"a", b"1")])
+    write_db("minidb", p, [(b"a", b"1")])
     assert db_exists("minidb", str(p))
     assert db_exists("minidb", str(tmp_path / "e.minidb"))
     assert db_exists("no_such_type", str(tmp_path / "nothing"))  # Caffe2's quirk
@@ -349,22 +320,13 @@ def test_register_custom_db_type(tmp_path):
 
 
 # ---- leveldb stand-in ----------------------------------------------------------------------
-def write_db(db_type, path, records, mode=Mode.NEW) -> None:
-    db = open_db(db_type, str(path), mode)
-    for k, v in records:
-        txn = db.new_transaction()
-        txn.put(k, v)
-        txn.commit()
-    db.close()
-
-
 def test_leveldb_is_a_sorted_directory(tmp_path):
     p = tmp_path / "cache"
     write_db("leveldb", p, [(b"b", b"2"), (b"a", b"1"), (b"c", b"3"), (b"b", b"22")])
     assert p.is_dir() and (p / dbm.DIRDB_DATA_FILE).is_file()
-    assert read_all("LevelDB", p) == [(b"a", b"1"), (b"b", b"22"), (b"c", b"3")]
+    assert read_db("LevelDB", p) == [(b"a", b"1"), (b"b", b"22"), (b"c", b"3")]
     # the data file is itself a sorted minidb
-    assert read_all("minidb", p / dbm.DIRDB_DATA_FILE) == read_all("leveldb", p)
+    assert read_db("minidb", p / dbm.DIRDB_DATA_FILE) == read_db("leveldb", p)
     shutil.rmtree(p)
     assert not db_exists("leveldb", str(p))
 
@@ -377,12 +339,12 @@ def test_leveldb_modes(tmp_path):
     with pytest.raises(EnforceError, match=f"Failed to open leveldb {p}.*exists"):
         create_db("leveldb", str(p), Mode.NEW)
     write_db("leveldb", p, [(b"0", b"0"), (b"a", b"9")], Mode.WRITE)
-    assert read_all("leveldb", p) == [(b"0", b"0"), (b"a", b"9")]
+    assert read_db("leveldb", p) == [(b"0", b"0"), (b"a", b"9")]
     write_db("leveldb", tmp_path / "w", [(b"z", b"1")], Mode.WRITE)  # WRITE creates
-    assert read_all("leveldb", tmp_path / "w") == [(b"z", b"1")]
+    assert read_db("leveldb", tmp_path / "w") == [(b"z", b"1")]
     (tmp_path / "empty").mkdir()
     write_db("leveldb", tmp_path / "empty", [(b"e", b"1")])  # an empty directory is no DB
-    assert read_all("leveldb", tmp_path / "empty") == [(b"e", b"1")]
+    assert read_db("leveldb", tmp_path / "empty") == [(b"e", b"1")]
     (tmp_path / "afile").write_bytes(b"x")
     with pytest.raises(EnforceError, match="Not a directory"):
         create_db("leveldb", str(tmp_path / "afile"), Mode.NEW)
@@ -426,7 +388,7 @@ def test_leveldb_new_is_atomic_at_directory_level(tmp_path):
     db = create_db("leveldb", str(p), Mode.WRITE)
     db.new_transaction().put(b"b", b"2")
     db.abort()
-    assert read_all("leveldb", p) == [(b"a", b"1")]
+    assert read_db("leveldb", p) == [(b"a", b"1")]
     assert os.listdir(p) == [dbm.DIRDB_DATA_FILE]
 
 
@@ -449,7 +411,7 @@ def test_lmdb_round_trip_seek_and_modes(tmp_path):
     p = tmp_path / "l.lmdb"
     write_db("lmdb", p, [(b"b", b"2"), (b"a", b"1")])
     assert p.is_dir()
-    assert read_all("LMDB", p) == [(b"a", b"1"), (b"b", b"2")]
+    assert read_db("LMDB", p) == [(b"a", b"1"), (b"b", b"2")]
     with pytest.raises(EnforceError, match=f"mkdir {p} failed"):
         create_db("lmdb", str(p), Mode.NEW)
     write_db("lmdb", p, [(b"c", b"3")], Mode.WRITE)
@@ -500,7 +462,7 @@ def test_lmdb_missing_package_is_a_clear_import_error(tmp_path, monkeypatch):
 def test_dbreader_read_shards_and_wraps(tmp_path):
     p = tmp_path / "r.minidb"
     recs = [(f"k{i}".encode(), f"v{i}".encode()) for i in range(5)]
-    write_minidb(p, recs)
+    write_db("minidb", p, recs)
     r = DBReader("minidb", str(p))
     assert [r.read()[0] for _ in range(7)] == [b"k0", b"k1", b"k2", b"k3", b"k4", b"k0", b"k1"]
     r.close()
@@ -518,7 +480,7 @@ def test_dbreader_read_shards_and_wraps(tmp_path):
 def test_dbreader_threads_get_each_record_once(tmp_path):
     p = tmp_path / "r.minidb"
     n = 400
-    write_minidb(p, [(f"k{i:04d}".encode(), b"v") for i in range(n)])
+    write_db("minidb", p, [(f"k{i:04d}".encode(), b"v") for i in range(n)])
     r = DBReader("minidb", str(p))
     got: list[bytes] = []
     lock = threading.Lock()
@@ -539,7 +501,7 @@ def test_dbreader_threads_get_each_record_once(tmp_path):
 
 def test_dbreader_serialization(tmp_path):
     p = tmp_path / "r.minidb"
-    write_minidb(p, [(b"a", b"1"), (b"b", b"2")])
+    write_db("minidb", p, [(b"a", b"1"), (b"b", b"2")])
     r = DBReader("minidb", str(p))
     r.read()
     proto = ser.blob_proto("reader", r)
@@ -576,14 +538,14 @@ def test_close_commits_open_transactions_abort_drops_them(tmp_path, db_type):
     txn = db.new_transaction()
     txn.put(b"a", b"1")
     db.close()  # txn was never committed: closing the DB commits it, as destroying it did
-    assert read_all(db_type, p) == [(b"a", b"1")]
+    assert read_db(db_type, p) == [(b"a", b"1")]
     txn.commit()  # committing after the close does nothing harmful
     db = create_db(db_type, str(p), Mode.WRITE)
     txn = db.new_transaction()
     txn.put(b"b", b"2")
     db.abort()
     del txn
-    assert read_all(db_type, p) == [(b"a", b"1")]
+    assert read_db(db_type, p) == [(b"a", b"1")]
     assert [n for n in os.listdir(tmp_path) if n != "t.db"] == []
 
 
@@ -599,9 +561,9 @@ def test_leveldb_refuses_empty_keys(tmp_path):
 
 def test_minidb_save_through_a_symlink_keeps_the_link(tmp_path):
     target = tmp_path / "real.minidb"
-    write_minidb(target, [(b"a", b"1")])
+    write_db("minidb", target, [(b"a", b"1")])
     link = tmp_path / "link.minidb"
     link.symlink_to(target)
-    write_minidb(link, [(b"b", b"2")])
+    write_db("minidb", link, [(b"b", b"2")])
     assert link.is_symlink()
-    assert read_all("minidb", target) == [(b"b", b"2")]
+    assert read_db("minidb", target) == [(b"b", b"2")]

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import random
-import sys
 import threading
 import time
 
 import numpy as np
 import pytest
+from netdefs import create, feed, fetch, make_op, run_ops
 
 from caffe2.operators._tree_cursor import Mutex, TreeCursor, TreeIterator
 from caffe2.operators.dataset_ops import PackedRecord
@@ -19,35 +19,10 @@ from caffe2.runtime.serialization import deserialize_blob, serialize_blob
 from caffe2.runtime.workspace import Workspace
 
 
-def make_op(op_type: str, inputs: list[str], outputs: list[str], **args) -> caffe2_pb2.OperatorDef:
-    op = caffe2_pb2.OperatorDef(type=op_type, input=inputs, output=outputs)
-    for k, v in args.items():
-        a = op.arg.add(name=k)
-        if isinstance(v, list):
-            a.strings.extend(s.encode() for s in v)
-        else:
-            a.i = int(v)
-    return op
-
-
-def run(ws: Workspace, *ops: caffe2_pb2.OperatorDef) -> None:
-    for op in ops:
-        assert ws.run_operator_once(op)
-
-
-def create(ws: Workspace, *ops: caffe2_pb2.OperatorDef, name: str = "n"):
-    nd = caffe2_pb2.NetDef(name=name)
-    nd.op.extend(ops)
-    return ws.create_net(nd, overwrite=True)
-
-
-def feed(ws: Workspace, names: list[str], arrays: list[np.ndarray]) -> None:
+def feed_columns(ws: Workspace, names: list[str], arrays: list[np.ndarray]) -> None:
+    """feed() each array to the blob of the same position in names."""
     for n, a in zip(names, arrays, strict=True):
-        ws.create_blob(n).value = np.array(a)
-
-
-def value(ws: Workspace, name: str):
-    return ws.get_blob(name).value
+        feed(ws, **{n: a})
 
 
 # ---- a nested dataset and an independent flattener -----------------------------------------
@@ -145,8 +120,8 @@ def assert_columns_equal(got: list[np.ndarray], want: list[np.ndarray]) -> None:
 def nested() -> tuple[Workspace, list[dict]]:
     ws = Workspace()
     recs = random_records(23)
-    feed(ws, FIELDS, flatten(recs))
-    run(ws, make_op("CreateTreeCursor", [], ["cursor"], fields=FIELDS))
+    feed_columns(ws, FIELDS, flatten(recs))
+    run_ops(ws, make_op("CreateTreeCursor", [], ["cursor"], fields=FIELDS))
     return ws, recs
 
 
@@ -181,10 +156,10 @@ def test_read_next_batch_reads_nested_records(nested, batch) -> None:
     net = create(ws, make_op("ReadNextBatch", ["cursor"] + FIELDS, OUTS, batch_size=batch))
     for start in range(0, len(recs), batch):
         assert net.run()
-        assert_columns_equal([value(ws, o) for o in OUTS], flatten(recs[start : start + batch]))
+        assert_columns_equal([fetch(ws, o) for o in OUTS], flatten(recs[start : start + batch]))
     for _ in range(3):  # after the end: empty tensors with the inner shape and dtype, forever
         assert net.run()
-        got = [value(ws, o) for o in OUTS]
+        got = [fetch(ws, o) for o in OUTS]
         assert all(g.shape[0] == 0 for g in got)
         assert_columns_equal(got, flatten([]))
 
@@ -194,66 +169,58 @@ def test_reset_cursor_rewinds(nested) -> None:
     net = create(ws, make_op("ReadNextBatch", ["cursor"] + FIELDS, OUTS, batch_size=4))
     net.run()
     net.run()
-    run(ws, make_op("ResetCursor", ["cursor"], []))
+    run_ops(ws, make_op("ResetCursor", ["cursor"], []))
     net.run()
-    assert_columns_equal([value(ws, o) for o in OUTS], flatten(recs[:4]))
+    assert_columns_equal([fetch(ws, o) for o in OUTS], flatten(recs[:4]))
 
 
 def test_enforce_batch_size_gives_empty_outputs_and_still_advances() -> None:
     ws = Workspace()
-    feed(ws, ["a", "b:lengths", "b:values"],
+    feed_columns(ws, ["a", "b:lengths", "b:values"],
          [np.arange(5, dtype=np.float32), np.array([1, 2, 0, 1, 3], np.int32),
           np.arange(7, dtype=np.int64)])  # fmt: skip
-    run(ws, make_op("CreateTreeCursor", [], ["c"], fields=["a", "b:lengths", "b:values"]))
+    run_ops(ws, make_op("CreateTreeCursor", [], ["c"], fields=["a", "b:lengths", "b:values"]))
     net = create(ws, make_op("ReadNextBatch", ["c", "a", "b:lengths", "b:values"],
                              ["oa", "ol", "ov"], batch_size=2, enforce_batch_size=1))  # fmt: skip
     net.run()
     net.run()
-    np.testing.assert_array_equal(value(ws, "ov"), [3])
+    np.testing.assert_array_equal(fetch(ws, "ov"), [3])
     net.run()  # one record left: empty
-    assert [value(ws, o).shape for o in ("oa", "ol", "ov")] == [(0,), (0,), (0,)]
-    assert value(ws, "ov").dtype == np.int64
-    assert value(ws, "c").offsets == [5, 7]  # the cursor moved past the short batch
+    assert [fetch(ws, o).shape for o in ("oa", "ol", "ov")] == [(0,), (0,), (0,)]
+    assert fetch(ws, "ov").dtype == np.int64
+    assert fetch(ws, "c").offsets == [5, 7]  # the cursor moved past the short batch
 
 
 def test_read_next_batch_names_the_bad_field() -> None:
     ws = Workspace()
     fields = ["a", "b:lengths", "b:values"]
-    feed(ws, fields, [np.zeros(2), np.array([1, 1], np.int64), np.zeros(2)])
-    run(ws, make_op("CreateTreeCursor", [], ["c"], fields=fields))
+    feed_columns(ws, fields, [np.zeros(2), np.array([1, 1], np.int64), np.zeros(2)])
+    run_ops(ws, make_op("CreateTreeCursor", [], ["c"], fields=fields))
     with pytest.raises(RuntimeError, match=r"lengths field 'b:lengths' \(blob b:lengths\).*int32"):
-        run(ws, make_op("ReadNextBatch", ["c"] + fields, ["x", "y", "z"]))
+        run_ops(ws, make_op("ReadNextBatch", ["c"] + fields, ["x", "y", "z"]))
     ws.get_blob("b:lengths").value = np.array([2, 2], np.int32)  # sums past b:values
     with pytest.raises(RuntimeError, match="Inconsistent field length"):
-        run(ws, make_op("ReadNextBatch", ["c"] + fields, ["x", "y", "z"], batch_size=2))
+        run_ops(ws, make_op("ReadNextBatch", ["c"] + fields, ["x", "y", "z"], batch_size=2))
     with pytest.raises(RuntimeError, match="did not pass schema checking"):
-        run(ws, make_op("ReadNextBatch", ["c"] + fields, ["x", "y"]))
+        run_ops(ws, make_op("ReadNextBatch", ["c"] + fields, ["x", "y"]))
     with pytest.raises(RuntimeError, match="the cursor c has 3 fields"):
-        run(ws, make_op("ReadNextBatch", ["c", "a", "b:lengths"], ["x", "y"]))
+        run_ops(ws, make_op("ReadNextBatch", ["c", "a", "b:lengths"], ["x", "y"]))
     ws.create_blob("nocursor").value = np.zeros(1)
     with pytest.raises(RuntimeError, match="must hold a TreeCursor"):
-        run(ws, make_op("ReadNextBatch", ["nocursor"] + fields, ["x", "y", "z"]))
+        run_ops(ws, make_op("ReadNextBatch", ["nocursor"] + fields, ["x", "y", "z"]))
     ws.get_blob("a").value = np.array(1.0)
     with pytest.raises(RuntimeError, match="field 'a' \\(blob a\\) must have at least one"):
-        run(ws, make_op("ReadNextBatch", ["c"] + fields, ["x", "y", "z"]))
-
-
-@pytest.fixture
-def fast_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    yield
-    sys.setswitchinterval(old)
+        run_ops(ws, make_op("ReadNextBatch", ["c"] + fields, ["x", "y", "z"]))
 
 
 def test_concurrent_readers_get_every_record_exactly_once(fast_switching) -> None:
     ws = Workspace()
     n = 3000
     lengths = np.arange(n, dtype=np.int32) % 3
-    feed(ws, ["id", "v:lengths", "v:values"],
+    feed_columns(ws, ["id", "v:lengths", "v:values"],
          [np.arange(n, dtype=np.int64), lengths,
           np.repeat(np.arange(n, dtype=np.int64), lengths)])  # fmt: skip
-    run(ws, make_op("CreateTreeCursor", [], ["c"], fields=["id", "v:lengths", "v:values"]))
+    run_ops(ws, make_op("CreateTreeCursor", [], ["c"], fields=["id", "v:lengths", "v:values"]))
     nets = [
         create(ws, make_op("ReadNextBatch", ["c", "id", "v:lengths", "v:values"],
                            [f"t{t}/id", f"t{t}/l", f"t{t}/v"], batch_size=7), name=f"r{t}")
@@ -270,11 +237,11 @@ def test_concurrent_readers_get_every_record_exactly_once(fast_switching) -> Non
             while True:
                 time.sleep(0)  # let the other readers in
                 nets[t].run()
-                ids = value(ws, f"t{t}/id")
+                ids = fetch(ws, f"t{t}/id")
                 if ids.size == 0:
                     return
                 # each batch is internally consistent: values repeat their record's id
-                np.testing.assert_array_equal(value(ws, f"t{t}/v"), np.repeat(ids, ids % 3))
+                np.testing.assert_array_equal(fetch(ws, f"t{t}/v"), np.repeat(ids, ids % 3))
                 seen[t].extend(ids.tolist())
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
@@ -293,8 +260,8 @@ def test_concurrent_readers_get_every_record_exactly_once(fast_switching) -> Non
 # ---- ComputeOffset, SortAndShuffle, ReadRandomBatch ----------------------------------------
 def test_compute_offset_gives_every_records_offsets_and_resets(nested) -> None:
     ws, recs = nested
-    run(ws, make_op("ComputeOffset", ["cursor"] + FIELDS, ["offsets"]))
-    m = value(ws, "offsets")
+    run_ops(ws, make_op("ComputeOffset", ["cursor"] + FIELDS, ["offsets"]))
+    m = fetch(ws, "offsets")
     assert m.dtype == np.int64 and m.shape == (len(recs) + 1, 7)
     for k in range(len(recs) + 1):
         sizes = [len(col) for col in flatten(recs[:k])]
@@ -302,16 +269,16 @@ def test_compute_offset_gives_every_records_offsets_and_resets(nested) -> None:
         assert m[k, 1] == sizes[FIELDS.index("floats:values:keys")]
         assert m[k, 3] == sizes[FIELDS.index("int_lists:values:values:values")]
         assert m[k, 6] == sizes[FIELDS.index("id_score_pairs:values:values:values:ids")]
-    assert value(ws, "cursor").offsets == [0] * 7
+    assert fetch(ws, "cursor").offsets == [0] * 7
 
 
 def _shuffle_order(size: int, batch: int, shuffle: int) -> list[int]:
     ws = Workspace()
-    feed(ws, ["x"], [np.zeros(size, np.float32)])
-    run(ws, make_op("CreateTreeCursor", [], ["c"], fields=["x"]),
+    feed_columns(ws, ["x"], [np.zeros(size, np.float32)])
+    run_ops(ws, make_op("CreateTreeCursor", [], ["c"], fields=["x"]),
         make_op("SortAndShuffle", ["c", "x"], ["idx"], sort_by_field_idx=-1,
                 batch_size=batch, shuffle_size=shuffle))  # fmt: skip
-    out = value(ws, "idx")
+    out = fetch(ws, "idx")
     assert out.dtype == np.int64
     return out.tolist()
 
@@ -326,99 +293,99 @@ def test_sort_and_shuffle_matches_classic_libstdcxx_shuffles() -> None:
 def test_sort_and_shuffle_sorts_by_a_root_int32_field() -> None:
     ws = Workspace()
     fields = ["int_lists:lengths", "int_lists:values"]
-    feed(ws, fields, [np.array([2, 0, 1], np.int32), np.arange(3, dtype=np.int64)])
-    run(ws, make_op("CreateTreeCursor", [], ["c"], fields=fields),
+    feed_columns(ws, fields, [np.array([2, 0, 1], np.int32), np.arange(3, dtype=np.int64)])
+    run_ops(ws, make_op("CreateTreeCursor", [], ["c"], fields=fields),
         make_op("SortAndShuffle", ["c"] + fields, ["idx"], sort_by_field_idx=0,
                 batch_size=2, shuffle_size=1))  # fmt: skip
-    assert value(ws, "idx").tolist() == [2, 1, 0]
+    assert fetch(ws, "idx").tolist() == [2, 1, 0]
     with pytest.raises(RuntimeError, match="must be at the root level"):
-        run(ws, make_op("SortAndShuffle", ["c"] + fields, ["idx"], sort_by_field_idx=1))
+        run_ops(ws, make_op("SortAndShuffle", ["c"] + fields, ["idx"], sort_by_field_idx=1))
     with pytest.raises(RuntimeError, match="sort_by_field_idx 2 is out of range"):
-        run(ws, make_op("SortAndShuffle", ["c"] + fields, ["idx"], sort_by_field_idx=2))
+        run_ops(ws, make_op("SortAndShuffle", ["c"] + fields, ["idx"], sort_by_field_idx=2))
 
 
 def test_read_random_batch_gathers_records_in_index_order(nested) -> None:
     ws, recs = nested
     order = [5, 0, 22, 7, 7, 13, 1]
     ws.create_blob("idx").value = np.array(order, dtype=np.int64)
-    run(ws, make_op("ComputeOffset", ["cursor"] + FIELDS, ["offsets"]))
+    run_ops(ws, make_op("ComputeOffset", ["cursor"] + FIELDS, ["offsets"]))
     net = create(ws, make_op("ReadRandomBatch", ["cursor", "idx", "offsets"] + FIELDS, OUTS,
                              batch_size=3))  # fmt: skip
     for start in range(0, len(order), 3):
         assert net.run()
         want = flatten([recs[i] for i in order[start : start + 3]])
-        assert_columns_equal([value(ws, o) for o in OUTS], want)
+        assert_columns_equal([fetch(ws, o) for o in OUTS], want)
     net.run()
-    assert all(value(ws, o).shape[0] == 0 for o in OUTS)
+    assert all(fetch(ws, o).shape[0] == 0 for o in OUTS)
 
 
 def test_read_random_batch_loop_over_and_enforce() -> None:
     ws = Workspace()
-    feed(ws, ["x"], [np.arange(5, dtype=np.int32) * 10])
+    feed_columns(ws, ["x"], [np.arange(5, dtype=np.int32) * 10])
     ws.create_blob("idx").value = np.arange(5, dtype=np.int64)
-    run(ws, make_op("CreateTreeCursor", [], ["c"], fields=["x"]),
+    run_ops(ws, make_op("CreateTreeCursor", [], ["c"], fields=["x"]),
         make_op("ComputeOffset", ["c", "x"], ["off"]))  # fmt: skip
     net = create(ws, make_op("ReadRandomBatch", ["c", "idx", "off", "x"], ["y"], batch_size=2,
                              loop_over=1, enforce_batch_size=1))  # fmt: skip
     got = []
     for _ in range(5):
         net.run()
-        got.append(value(ws, "y").tolist())
+        got.append(fetch(ws, "y").tolist())
     assert got == [[0, 10], [20, 30], [0, 10], [20, 30], [0, 10]]
-    run(ws, make_op("ResetCursor", ["c"], []))
+    run_ops(ws, make_op("ResetCursor", ["c"], []))
     net = create(ws, make_op("ReadRandomBatch", ["c", "idx", "off", "x"], ["y"], batch_size=2,
                              enforce_batch_size=1))  # fmt: skip
     got = []
     for _ in range(3):
         net.run()
-        got.append(value(ws, "y").tolist())
+        got.append(fetch(ws, "y").tolist())
     assert got == [[0, 10], [20, 30], []]  # the short tail is skipped...
-    assert value(ws, "c").offsets == [6]  # ...but the offset moves on by batch_size
-    assert value(ws, "y").dtype == np.int32
+    assert fetch(ws, "c").offsets == [6]  # ...but the offset moves on by batch_size
+    assert fetch(ws, "y").dtype == np.int32
     ws.get_blob("idx").value = np.array([9], np.int64)
     with pytest.raises(RuntimeError, match="Out of bound when trying to get elem from offsetsmat"):
-        run(ws, make_op("ResetCursor", ["c"], []),
+        run_ops(ws, make_op("ResetCursor", ["c"], []),
             make_op("ReadRandomBatch", ["c", "idx", "off", "x"], ["y"]))  # fmt: skip
     ws.get_blob("idx").value = np.array([1], np.int32)
     with pytest.raises(RuntimeError, match="idx idx must be an int64 tensor"):
-        run(ws, make_op("ReadRandomBatch", ["c", "idx", "off", "x"], ["y"]))
+        run_ops(ws, make_op("ReadRandomBatch", ["c", "idx", "off", "x"], ["y"]))
 
 
 # ---- CheckDatasetConsistency, TrimDataset --------------------------------------------------
 def test_check_dataset_consistency(nested) -> None:
     ws, recs = nested
-    run(ws, make_op("CheckDatasetConsistency", FIELDS, [], fields=FIELDS))
+    run_ops(ws, make_op("CheckDatasetConsistency", FIELDS, [], fields=FIELDS))
     ws.get_blob("floats:values:values").value = np.zeros(1, np.float32)  # ragged Map values
     with pytest.raises(RuntimeError, match=r"Inconsistent sizes for fields belonging to same "
                        r"domain.*floats:values:values"):  # fmt: skip
-        run(ws, make_op("CheckDatasetConsistency", FIELDS, [], fields=FIELDS))
+        run_ops(ws, make_op("CheckDatasetConsistency", FIELDS, [], fields=FIELDS))
 
 
 def test_check_dataset_consistency_lengths_must_add_up() -> None:
     ws = Workspace()
     fields = ["a:lengths", "a:values"]
-    feed(ws, fields, [np.array([1, 1], np.int32), np.arange(3.0)])
+    feed_columns(ws, fields, [np.array([1, 1], np.int32), np.arange(3.0)])
     with pytest.raises(RuntimeError, match="'a:lengths'.*adds up to 2 rows, but domain 'a' has 3"):
-        run(ws, make_op("CheckDatasetConsistency", fields, [], fields=fields))
+        run_ops(ws, make_op("CheckDatasetConsistency", fields, [], fields=fields))
     ws.get_blob("a:lengths").value = np.array([2, 2], np.int32)
     with pytest.raises(RuntimeError, match="Inconsistent field length"):
-        run(ws, make_op("CheckDatasetConsistency", fields, [], fields=fields))
+        run_ops(ws, make_op("CheckDatasetConsistency", fields, [], fields=fields))
     ws.get_blob("a:lengths").value = np.array([], np.float32)
     with pytest.raises(RuntimeError, match="must be a 1-D int32 tensor"):
-        run(ws, make_op("CheckDatasetConsistency", fields, [], fields=fields))
+        run_ops(ws, make_op("CheckDatasetConsistency", fields, [], fields=fields))
     with pytest.raises(RuntimeError, match="Invalid number of fields. Expected 2, got 1"):
-        run(ws, make_op("CheckDatasetConsistency", ["a:values"], [], fields=fields))
+        run_ops(ws, make_op("CheckDatasetConsistency", ["a:values"], [], fields=fields))
 
 
 def test_trim_dataset_keeps_a_multiple_of_records(nested) -> None:
     ws, recs = nested
-    run(ws, make_op("TrimDataset", FIELDS, FIELDS, fields=FIELDS, multiple_of=5))
-    assert_columns_equal([value(ws, f) for f in FIELDS], flatten(recs[:20]))
-    before = [value(ws, f) for f in FIELDS]
-    run(ws, make_op("TrimDataset", FIELDS, FIELDS, fields=FIELDS, multiple_of=4))
-    assert all(value(ws, f) is b for f, b in zip(FIELDS, before, strict=True))
+    run_ops(ws, make_op("TrimDataset", FIELDS, FIELDS, fields=FIELDS, multiple_of=5))
+    assert_columns_equal([fetch(ws, f) for f in FIELDS], flatten(recs[:20]))
+    before = [fetch(ws, f) for f in FIELDS]
+    run_ops(ws, make_op("TrimDataset", FIELDS, FIELDS, fields=FIELDS, multiple_of=4))
+    assert all(fetch(ws, f) is b for f, b in zip(FIELDS, before, strict=True))
     with pytest.raises(RuntimeError, match="must be in place"):
-        run(ws, make_op("TrimDataset", ["dense"], ["x"], fields=["dense"]))
+        run_ops(ws, make_op("TrimDataset", ["dense"], ["x"], fields=["dense"]))
 
 
 # ---- Append, AtomicAppend ------------------------------------------------------------------
@@ -428,15 +395,15 @@ def test_append_replaces_an_empty_column_then_grows_in_place() -> None:
     ws.create_blob("b").value = np.array([[1, 2]], np.int64)
     net = create(ws, make_op("Append", ["a", "b"], ["a"]))
     net.run()
-    first = value(ws, "a")
+    first = fetch(ws, "a")
     assert first.dtype == np.int64 and first.tolist() == [[1, 2]]
     snapshots = []
     for i in range(30):
         ws.get_blob("b").value = np.array([[i, -i]] * (i % 3 + 1), np.int64)
-        snapshots.append(value(ws, "a"))
+        snapshots.append(fetch(ws, "a"))
         net.run()
     want = [[1, 2]] + [[i, -i] for i in range(30) for _ in range(i % 3 + 1)]
-    assert value(ws, "a").tolist() == want
+    assert fetch(ws, "a").tolist() == want
     # earlier values are untouched by later appends
     assert first.tolist() == [[1, 2]]
     assert snapshots[10].tolist() == want[: len(snapshots[10])]
@@ -450,34 +417,36 @@ def test_append_replaces_an_empty_column_then_grows_in_place() -> None:
 
 def test_atomic_append_checks_every_pair_before_changing_any() -> None:
     ws = Workspace()
-    feed(
+    feed_columns(
         ws,
         ["a", "b", "x", "y"],
         [np.array([1, 2], np.int32), np.array([1.0]), np.array([3], np.int32), np.array([7])],
     )
-    run(ws, make_op("CreateMutex", [], ["m"]))
-    assert isinstance(value(ws, "m"), Mutex)
+    run_ops(ws, make_op("CreateMutex", [], ["m"]))
+    assert isinstance(fetch(ws, "m"), Mutex)
     with pytest.raises(RuntimeError, match="cannot append y .* to b .*the types differ"):
-        run(ws, make_op("AtomicAppend", ["m", "a", "b", "x", "y"], ["a", "b"]))
-    assert value(ws, "a").tolist() == [1, 2]  # nothing appended
+        run_ops(ws, make_op("AtomicAppend", ["m", "a", "b", "x", "y"], ["a", "b"]))
+    assert fetch(ws, "a").tolist() == [1, 2]  # nothing appended
     ws.get_blob("y").value = np.array([7.0])
-    run(ws, make_op("AtomicAppend", ["m", "a", "b", "x", "y"], ["a", "b"]))
-    assert value(ws, "a").tolist() == [1, 2, 3] and value(ws, "b").tolist() == [1.0, 7.0]
+    run_ops(ws, make_op("AtomicAppend", ["m", "a", "b", "x", "y"], ["a", "b"]))
+    assert fetch(ws, "a").tolist() == [1, 2, 3] and fetch(ws, "b").tolist() == [1.0, 7.0]
     with pytest.raises(RuntimeError, match="Appended-to arguments must be in-place"):
-        run(ws, make_op("AtomicAppend", ["m", "a", "x"], ["z"]))
+        run_ops(ws, make_op("AtomicAppend", ["m", "a", "x"], ["z"]))
     with pytest.raises(RuntimeError, match="must hold a mutex"):
-        run(ws, make_op("AtomicAppend", ["b", "a", "x"], ["a"]))
+        run_ops(ws, make_op("AtomicAppend", ["b", "a", "x"], ["a"]))
 
 
 def test_concurrent_atomic_appends_keep_columns_consistent(fast_switching) -> None:
     ws = Workspace()
     fields = ["id", "v:lengths", "v:values"]
-    feed(ws, fields, [np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)])
-    run(ws, make_op("CreateMutex", [], ["m"]))
+    feed_columns(ws, fields, [np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)])
+    run_ops(ws, make_op("CreateMutex", [], ["m"]))
     nets = []
     for t in range(6):
         names = [f"w{t}/{f}" for f in fields]
-        feed(ws, names, [np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)])
+        feed_columns(
+            ws, names, [np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int64)]
+        )
         nets.append((t, names, create(
             ws,
             make_op("CheckDatasetConsistency", names, [], fields=fields),
@@ -498,34 +467,34 @@ def test_concurrent_atomic_appends_keep_columns_consistent(fast_switching) -> No
         th.start()
     for th in threads:
         th.join(timeout=60)
-    ids = value(ws, "id")
+    ids = fetch(ws, "id")
     assert sorted(ids.tolist()) == sorted(t * 1000 + i for t in range(6) for i in range(50))
-    np.testing.assert_array_equal(value(ws, "v:lengths"), ids % 4)
-    np.testing.assert_array_equal(value(ws, "v:values"), np.repeat(ids, ids % 4))
-    run(ws, make_op("CheckDatasetConsistency", fields, [], fields=fields))
+    np.testing.assert_array_equal(fetch(ws, "v:lengths"), ids % 4)
+    np.testing.assert_array_equal(fetch(ws, "v:values"), np.repeat(ids, ids % 4))
+    run_ops(ws, make_op("CheckDatasetConsistency", fields, [], fields=fields))
 
 
 # ---- PackRecords, UnPackRecords ------------------------------------------------------------
 def test_pack_and_unpack_round_trip(nested) -> None:
     ws, recs = nested
-    run(ws, make_op("PackRecords", FIELDS, ["packed"], fields=FIELDS))
-    packed = value(ws, "packed")
+    run_ops(ws, make_op("PackRecords", FIELDS, ["packed"], fields=FIELDS))
+    packed = fetch(ws, "packed")
     assert packed.shape == (len(recs),) and isinstance(packed[0], PackedRecord)
     for r in (0, 7):
         assert_columns_equal(list(packed[r]), flatten([recs[r]]))
-    run(ws, make_op("UnPackRecords", ["packed"], OUTS, fields=FIELDS))
-    assert_columns_equal([value(ws, o) for o in OUTS], flatten(recs))
+    run_ops(ws, make_op("UnPackRecords", ["packed"], OUTS, fields=FIELDS))
+    assert_columns_equal([fetch(ws, o) for o in OUTS], flatten(recs))
 
 
 def test_unpack_empty_needs_prototypes() -> None:
     ws = Workspace()
     ws.create_blob("packed").value = np.empty(0, dtype=object)
-    feed(ws, ["p1", "p2"], [np.zeros((4, 3), np.float32), np.array([b"s"], dtype=object)])
+    feed_columns(ws, ["p1", "p2"], [np.zeros((4, 3), np.float32), np.array([b"s"], dtype=object)])
     with pytest.raises(RuntimeError, match="Unpacking empty record without shape"):
-        run(ws, make_op("UnPackRecords", ["packed"], ["a", "b"], fields=["a", "b"]))
-    run(ws, make_op("UnPackRecords", ["packed", "p1", "p2"], ["a", "b"], fields=["a", "b"]))
-    assert value(ws, "a").shape == (0, 3) and value(ws, "a").dtype == np.float32
-    assert value(ws, "b").dtype == object
+        run_ops(ws, make_op("UnPackRecords", ["packed"], ["a", "b"], fields=["a", "b"]))
+    run_ops(ws, make_op("UnPackRecords", ["packed", "p1", "p2"], ["a", "b"], fields=["a", "b"]))
+    assert fetch(ws, "a").shape == (0, 3) and fetch(ws, "a").dtype == np.float32
+    assert fetch(ws, "b").dtype == object
 
 
 # ---- serialization -------------------------------------------------------------------------
@@ -533,7 +502,7 @@ def test_cursor_and_mutex_serialize_as_caffe2_did(nested) -> None:
     ws, _ = nested
     net = create(ws, make_op("ReadNextBatch", ["cursor"] + FIELDS, OUTS, batch_size=3))
     net.run()
-    cursor = value(ws, "cursor")
+    cursor = fetch(ws, "cursor")
     proto = caffe2_pb2.BlobProto()
     proto.ParseFromString(serialize_blob("cursor", cursor))
     assert proto.type == "std::unique_ptr<TreeCursor>"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import signal
 import threading
 
+import netdefs
 import numpy as np
 import pytest
+from netdefs import caffe2_threads
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import registry
@@ -103,21 +105,12 @@ def clean_state():
     with STATE.lock:
         STATE.order.clear()
     yield
-    alive = [t.name for t in threading.enumerate() if t.name.startswith("caffe2 ")]
-    assert alive == []
+    assert caffe2_threads() == []
 
 
 def make_net(name: str, *ops, net_type: str = "dag", **fields) -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name, type=net_type, **fields)
-    for op_type, ins, outs, args in ops:
-        op = nd.op.add(type=op_type, input=ins, output=outs)
-        for k, v in args.items():
-            a = op.arg.add(name=k)
-            if isinstance(v, int):
-                a.i = v
-            else:
-                a.s = v.encode()
-    return nd
+    """netdefs.make_net, of type net_type (dag unless told otherwise)."""
+    return netdefs.make_net(name, *ops, type=net_type, **fields)
 
 
 def log(key, ins=(), outs=()):
@@ -125,12 +118,11 @@ def log(key, ins=(), outs=()):
 
 
 @pytest.fixture
-def ws():
-    w = Workspace()
+def ws(ws):
     rng = np.random.RandomState(0)
     for name in ("x", "y", "z"):
-        w.create_blob(name).value = rng.standard_normal((4, 3)).astype(np.float32)
-    return w
+        ws.create_blob(name).value = rng.standard_normal((4, 3)).astype(np.float32)
+    return ws
 
 
 DIAMOND = (

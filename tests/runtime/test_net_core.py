@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from netdefs import make_net
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import registry
 from caffe2.runtime.net import OperatorError
-from caffe2.runtime.workspace import Workspace
-
-
-def make_net(name: str, *ops, **fields) -> caffe2_pb2.NetDef:
-    nd = caffe2_pb2.NetDef(name=name, **fields)
-    for op_type, ins, outs, args in ops:
-        op = nd.op.add(type=op_type, input=ins, output=outs)
-        for k, v in args.items():
-            a = op.arg.add(name=k)
-            if isinstance(v, float):
-                a.f = v
-            elif isinstance(v, int):
-                a.i = v
-            else:
-                a.s = v.encode()
-    return nd
 
 
 @pytest.fixture
-def ws():
-    w = Workspace()
-    w.create_blob("x").value = np.array([1.0, -2.0, 3.0], np.float32)
-    w.create_blob("y").value = np.array([1.0, 1.0, 1.0], np.float32)
-    return w
+def ws(ws):
+    ws.create_blob("x").value = np.array([1.0, -2.0, 3.0], np.float32)
+    ws.create_blob("y").value = np.array([1.0, 1.0, 1.0], np.float32)
+    return ws
 
 
 def test_simple_net_runs_and_creates_outputs(ws):

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from netdefs import add_net, caffe2_threads, make_plan, step
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import registry
@@ -15,7 +16,6 @@ from caffe2.runtime.errors import OperatorFailed
 from caffe2.runtime.net import OperatorError
 from caffe2.runtime.plan_executor import Continuation, PlanRun, StepWrapper, run_plan
 from caffe2.runtime.registry import Arg, operator
-from caffe2.runtime.workspace import Workspace
 
 BARRIER_TIMEOUT = 20.0
 
@@ -116,24 +116,10 @@ def no_thread_left_behind():
         STATE.records.clear()
         STATE.calls.clear()
     yield
-    alive = [t.name for t in threading.enumerate() if t.name.startswith("caffe2 ")]
-    assert alive == []
+    assert caffe2_threads() == []
 
 
 # ---- builders ------------------------------------------------------------------------------
-def add_net(plan: caffe2_pb2.PlanDef, name: str, *ops, **fields) -> caffe2_pb2.NetDef:
-    nd = plan.network.add(name=name, **fields)
-    for op_type, ins, outs, args in ops:
-        op = nd.op.add(type=op_type, input=ins, output=outs)
-        for k, v in args.items():
-            a = op.arg.add(name=k)
-            if isinstance(v, int):
-                a.i = v
-            else:
-                a.s = v.encode()
-    return nd
-
-
 def inc(plan, name, counter):
     return add_net(plan, name, ("Add", [counter, "one"], [counter], {}))
 
@@ -150,34 +136,12 @@ def barrier(plan, name, key):
     return add_net(plan, name, ("_PlanTestBarrier", [], [], {"key": key}))
 
 
-def step(name, nets=(), substeps=(), **fields) -> caffe2_pb2.ExecutionStep:
-    s = caffe2_pb2.ExecutionStep(name=name, **fields)
-    s.network.extend(nets)
-    for sub in substeps:
-        s.substep.add().CopyFrom(sub)
-    return s
-
-
-def make_plan(*steps, name="plan") -> caffe2_pb2.PlanDef:
-    p = caffe2_pb2.PlanDef(name=name)
-    for s in steps:
-        p.execution_step.add().CopyFrom(s)
-    return p
-
-
-def with_steps(plan, *steps):
-    for s in steps:
-        plan.execution_step.add().CopyFrom(s)
-    return plan
-
-
 @pytest.fixture
-def ws():
-    w = Workspace()
-    w.create_blob("one").value = np.array([1], np.int32)
+def ws(ws):
+    ws.create_blob("one").value = np.array([1], np.int32)
     for name in ("c", "d", "e"):
-        w.create_blob(name).value = np.array([0], np.int32)
-    return w
+        ws.create_blob(name).value = np.array([0], np.int32)
+    return ws
 
 
 def val(ws, name):

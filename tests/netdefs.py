@@ -4,7 +4,7 @@ The operator and runtime tests work below caffe2.python: they write OperatorDefs
 and PlanDefs by hand and run them in caffe2.runtime.workspace.Workspace.  tests/conftest.py
 puts this folder on sys.path, so a test module says ``from netdefs import make_op, run``.
 
-- protos: make_arg, make_op, make_net, grad_of; add_net, step, make_plan, with_steps;
+- protos: make_arg, make_op, make_net, grad_of; add_net, step, make_plan for plans;
 - a Workspace: feed, put, fetch, create, run, run_ops, run_error, creation_error;
 - DB files: HAVE_LMDB, needs_lmdb, write_db, read_db, WORKED_BLOB;
 - threads: switch_interval, caffe2_threads.
@@ -36,12 +36,12 @@ OpSpec = caffe2_pb2.OperatorDef | tuple[str, list[str], list[str], dict[str, Any
 
 # ---- protos ----------------------------------------------------------------------------------
 def make_arg(name: str, value: Any) -> caffe2_pb2.Argument:
-    """An Argument encoded by the type of value, as caffe2.python.utils.MakeArgument would.
+    """An Argument encoded by the type of value, much as caffe2.python.utils.MakeArgument.
 
     A NetDef goes to n; a bool or an integer to i; another real number to f; str (as UTF-8)
     or bytes to s.  A list or tuple of integers goes to ints; of real numbers with a
     non-integer among them (e.g. [1, 0.5]) to floats; of str or bytes to strings; an empty
-    one leaves the name only.  Anything else raises TypeError.
+    one leaves the name only (whichever field a test meant).  Anything else: TypeError.
     """
     a = caffe2_pb2.Argument(name=name)
     if isinstance(value, caffe2_pb2.NetDef):
@@ -113,16 +113,12 @@ def step(name: str, nets=(), substeps=(), **fields: Any) -> caffe2_pb2.Execution
     return s
 
 
-def with_steps(plan: caffe2_pb2.PlanDef, *steps: caffe2_pb2.ExecutionStep) -> caffe2_pb2.PlanDef:
-    """Append the steps to the plan's execution steps; returns the plan."""
+def make_plan(*steps: caffe2_pb2.ExecutionStep, name: str = "plan") -> caffe2_pb2.PlanDef:
+    """A PlanDef of the steps (add its nets with add_net)."""
+    plan = caffe2_pb2.PlanDef(name=name)
     for s in steps:
         plan.execution_step.add().CopyFrom(s)
     return plan
-
-
-def make_plan(*steps: caffe2_pb2.ExecutionStep, name: str = "plan") -> caffe2_pb2.PlanDef:
-    """A PlanDef of the steps (add its nets with add_net)."""
-    return with_steps(caffe2_pb2.PlanDef(name=name), *steps)
 
 
 # ---- a Workspace -----------------------------------------------------------------------------
@@ -188,7 +184,7 @@ except ImportError:
 
 needs_lmdb = pytest.mark.skipif(not HAVE_LMDB, reason="the lmdb package is not installed")
 
-# The BlobProto of the spec's worked example (data.md 8.2): blob "x", int32 tensor [1, 2].
+# The serialized BlobProto of the spec's worked example: blob "x", int32 tensor [1, 2].
 WORKED_BLOB = bytes.fromhex(
     "0a 01 78 12 06 54 65 6e 73 6f 72 1a 11 08 02 10 02 22 02 01 02 3a 01 78 5a 04 08 00 10 02"
 )

@@ -558,3 +558,13 @@ class LocalSession(Session):
 
     def _fetch_output(self, output):
         return self._ws.blobs[str(output)].fetch()
+
+
+def __getattr__(name):
+    # DistributedSession lives in caffe2.distributed, which needs the optional extra
+    # caffe2py[ray]: without Ray, importing it raises an ImportError that says so.
+    if name == "DistributedSession":
+        from caffe2.distributed import DistributedSession
+
+        return DistributedSession
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -81,10 +81,26 @@ class LocalSessionKind:
 
 SESSION_KINDS = [LocalSessionKind(own_workspace=True), LocalSessionKind(own_workspace=False)]
 
+try:  # DistributedSession needs the optional extra caffe2py[ray]
+    from caffe2.distributed.testing import DistributedSessionKind
+
+    SESSION_KINDS.append(DistributedSessionKind())
+except ImportError as _no_ray:
+    SESSION_KINDS.append(
+        pytest.param(None, id="distributed", marks=pytest.mark.skip(reason=str(_no_ray)))
+    )
+
 
 @pytest.fixture(params=SESSION_KINDS, ids=lambda k: k.id)
 def kind(request):
     return request.param
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _teardown_session_kinds():
+    yield
+    for k in SESSION_KINDS:
+        getattr(k, "teardown", lambda: None)()
 
 
 @pytest.fixture

@@ -1,21 +1,24 @@
 """A checkpointed Job that is killed mid-run and resumes with nothing lost.
 
-The job fits a line ``y = a x + b`` to a CSV of (x, y) integer readings by streaming: two
-nodes (``reader_0``, ``reader_1``) each read their half of the rows from a Dataset, a few
+The job fits a line ``y = a x + b`` to two columns of a CSV by streaming; by default the daily
+highs against the lows (``tmax_f`` vs ``tmin_f``) of ``examples/data/weather_2023.csv``.
+Two nodes (``reader_0``, ``reader_1``) each read every other row from a Dataset, a few
 batches per epoch, through a pipe whose processor adds the batch to the node's running sums
-(count, Σx, Σy, Σxy, Σx²; exact int64). The sums and the dataset cursors are the init
-group's state, so a MultiNodeCheckpointManager saves them after every epoch, one minidb per
-node and epoch: ``<workdir>/ckpt/reader_<k>.<epoch>``.
+(count, Σx, Σy, Σxy, Σx², over int64 tenths: exact). The sums and the dataset cursors are the
+init group's state, so a MultiNodeCheckpointManager saves them after every epoch, one minidb
+per node and epoch: ``<workdir>/job/ckpt/reader_<k>.<epoch>``.
 
 What ``python examples/checkpointed_job.py`` does:
 
-1. writes ``readings.csv`` into a work directory (or uses ``--data``);
+1. reads the CSV (``--data``, ``--x``, ``--y``; synthetic readings if the weather file is
+   missing);
 2. runs the job in a child process that SIGKILLs itself in the middle of the epoch after
    ``--kill-after-epoch`` (default 2): no cleanup, whatever that epoch did is lost;
 3. runs it again in a new process: the metadata handler finds the latest epoch whose
    checkpoint exists on every node, the runner loads it and carries on;
 4. runs the job once more, uninterrupted, in a fresh directory, and checks that the resumed
-   run ends with exactly the same sums, which are also those NumPy computes from the CSV.
+   run ends with exactly the same sums, which are also those computed directly from the CSV
+   (and its fit is numpy.polyfit's).
 
 ``--worker`` runs one job process (used by the steps above).
 """
@@ -23,6 +26,7 @@ What ``python examples/checkpointed_job.py`` does:
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import signal
@@ -49,6 +53,9 @@ from caffe2.python.session import LocalSession
 from caffe2.python.task import Node, Task
 
 NODES = ["reader_0", "reader_1"]
+SCALE = 10  # values are read as int64 tenths
+ROOT = Path(__file__).resolve().parents[1]
+WEATHER = Path(__file__).resolve().parent / "data" / "weather_2023.csv"
 STATS = ["count", "sum_x", "sum_y", "sum_xy", "sum_xx"]
 
 
@@ -56,18 +63,34 @@ STATS = ["count", "sum_x", "sum_y", "sum_xy", "sum_xx"]
 
 
 def write_readings(path: Path, rows: int = 1000, seed: int = 7) -> None:
-    """Integer readings scattered around y = 3x + 40."""
+    """Synthetic daily lows and highs (one decimal), used when the weather CSV is missing."""
     rng = np.random.default_rng(seed)
-    x = rng.integers(0, 500, size=rows)
-    y = 3 * x + 40 + rng.integers(-25, 26, size=rows)
-    np.savetxt(path, np.stack([x, y], axis=1), fmt="%d", delimiter=",", header="x,y", comments="")
+    tmin = rng.integers(-300, 800, size=rows) / 10
+    tmax = tmin + 15 + rng.integers(0, 200, size=rows) / 10
+    lines = ["tmin_f,tmax_f"] + [f"{a:.1f},{b:.1f}" for a, b in zip(tmin, tmax, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
 
 
-def read_readings(path: Path) -> np.ndarray:
-    data = np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
-    if data.shape[1] != 2:
-        raise SystemExit(f"{path}: expected two integer columns x,y, got {data.shape[1]}")
-    return data
+def read_readings(path: Path, x_col: str, y_col: str) -> np.ndarray:
+    """Columns ``x_col`` and ``y_col`` of a CSV with a header, as int64 tenths
+    (fixed point, so every sum the job computes is exact)."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in (x_col, y_col) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SystemExit(f"{path}: no column {missing}; the columns are {reader.fieldnames}")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                rows.append([round(float(row[x_col]) * SCALE), round(float(row[y_col]) * SCALE)])
+            except (TypeError, ValueError):
+                raise SystemExit(
+                    f"{path}:{line}: {x_col}={row[x_col]!r}, {y_col}={row[y_col]!r} "
+                    "are not both numbers"
+                ) from None
+    if not rows:
+        raise SystemExit(f"{path}: no data rows")
+    return np.array(rows, dtype=np.int64)
 
 
 def exact_sums(data: np.ndarray) -> dict[str, int]:
@@ -84,10 +107,10 @@ def exact_sums(data: np.ndarray) -> dict[str, int]:
 
 
 def fit(s: dict[str, int]) -> tuple[float, float]:
-    """Least squares slope and intercept from the sums."""
+    """Least squares slope and intercept (in the CSV's units) from the sums of tenths."""
     n = s["count"]
     slope = (n * s["sum_xy"] - s["sum_x"] * s["sum_y"]) / (n * s["sum_xx"] - s["sum_x"] ** 2)
-    return slope, (s["sum_y"] - slope * s["sum_x"]) / n
+    return slope, (s["sum_y"] - slope * s["sum_x"]) / n / SCALE
 
 
 # ---- the job --------------------------------------------------------------------------------
@@ -162,7 +185,7 @@ class LatestCheckpoint:
 def worker(args: argparse.Namespace) -> None:
     """One job process: run from scratch, or resume from the latest complete checkpoint."""
     label = f"run {args.label} (pid {os.getpid()})"
-    data = read_readings(Path(args.data))
+    data = read_readings(Path(args.data), args.x, args.y)
     ckpt_dir = Path(args.workdir) / "ckpt"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     batches = {node: 0 for node in NODES}
@@ -221,6 +244,10 @@ def run_worker(args: argparse.Namespace, workdir: Path, label: str, kill: int | 
         str(workdir),
         "--data",
         str(args.data),
+        "--x",
+        args.x,
+        "--y",
+        args.y,
         "--batch-size",
         str(args.batch_size),
         "--batches-per-epoch",
@@ -246,11 +273,14 @@ def demo(args: argparse.Namespace) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         if args.data is None:
-            args.data = workdir / "readings.csv"
-            write_readings(args.data)
-        data = read_readings(Path(args.data))
+            args.data = WEATHER
+            if not WEATHER.exists():
+                args.data = workdir / "readings.csv"
+                write_readings(args.data)
+        data = read_readings(Path(args.data), args.x, args.y)
         print(
-            f"data: {len(data)} rows of (x, y) in {args.data}; nodes {', '.join(NODES)}; "
+            f"data: {len(data)} rows of ({args.x}, {args.y}) in {args.data}; "
+            f"nodes {', '.join(NODES)}; "
             f"{args.batches_per_epoch} batches of {args.batch_size} rows per node and epoch"
         )
         job_dir = workdir / "job"
@@ -272,9 +302,9 @@ def demo(args: argparse.Namespace) -> None:
             exact_sums(data),
         )
         slope, intercept = fit(resumed)
-        print(f"fit: y = {slope:.4f} x + {intercept:.4f}")
-        np_slope, np_intercept = np.polyfit(data[:, 0].astype(float), data[:, 1], 1)
-        print(f"numpy.polyfit on the CSV: y = {np_slope:.4f} x + {np_intercept:.4f}")
+        print(f"fit: {args.y} = {slope:.4f} {args.x} + {intercept:.4f}")
+        np_slope, np_intercept = np.polyfit(data[:, 0] / SCALE, data[:, 1] / SCALE, 1)
+        print(f"numpy.polyfit on the CSV: {args.y} = {np_slope:.4f} {args.x} + {np_intercept:.4f}")
         if resumed == reference == expected:
             print("nothing lost: the killed-and-resumed run has exactly the sums of the")
             print("uninterrupted run and of the CSV itself (no row missed, none counted twice)")
@@ -289,7 +319,11 @@ def demo(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="CSV with a header and integer columns x,y")
+    parser.add_argument(
+        "--data", type=Path, help=f"CSV with a header (default: {WEATHER.relative_to(ROOT)})"
+    )
+    parser.add_argument("--x", default="tmin_f", help="the x column (default tmin_f)")
+    parser.add_argument("--y", default="tmax_f", help="the y column (default tmax_f)")
     parser.add_argument("--workdir", help="where the checkpoints go (default: a temp dir)")
     parser.add_argument(
         "--kill-after-epoch", type=int, help="the epoch after which run 1 dies (default 2)"

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-from netdefs import switch_interval
+import os
 
-from caffe2.runtime.workspace import Workspace
+# Ray reads these when it is first imported (test modules import it at collection): every Ray
+# instance the tests start stays on loopback and sends no usage stats.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import pytest  # noqa: E402
+from netdefs import switch_interval  # noqa: E402
+
+from caffe2.runtime.workspace import Workspace  # noqa: E402
 
 
 @pytest.fixture

@@ -55,9 +55,8 @@ class DistributedSessionKind:
     """The conformance suite's factory for DistributedSession.
 
     ``one_workspace=True`` hosts every Caffe2 node of the suite in one actor (``node_remap``),
-    as LocalSession runs every node in one workspace: a few tests of the suite look at a node
-    other than the one their task ran on (the default 'local'), which only a shared workspace
-    satisfies. ``one_workspace=False`` gives every node its own actor and workspace.
+    as LocalSession runs every node in one workspace; ``one_workspace=False`` gives every node
+    its own actor and workspace, the session's default layout.
     """
 
     def __init__(self, one_workspace: bool = True):

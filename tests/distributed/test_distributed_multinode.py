@@ -105,6 +105,7 @@ def ray_nodes(cluster):
         if n["Alive"]:
             ids[n["Labels"].get("caffe2-role")] = n["NodeID"]
     assert set(ids) >= {"a", "b"}
+    assert {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]} == {"127.0.0.1"}
     return ids
 
 

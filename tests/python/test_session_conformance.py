@@ -178,11 +178,12 @@ def test_runs_a_plan_with_one_and_with_several_steps_in_sequence(kind, session):
 
 
 def test_runs_a_task_and_a_task_group(kind, session):
-    with Node(_uid("cf_node")):
+    task_node = _uid("cf_node")
+    with Node(task_node):
         with Task() as t:
             _fill(ops, "cf_task_x", 7.0)
     session.run(t)
-    assert _scalar(kind.fetch(session, "cf_task_x")) == 7.0
+    assert _scalar(kind.fetch(session, "cf_task_x", task_node)) == 7.0
 
     node = _uid("cf_tg_node")
     with TaskGroup(WorkspaceType.GLOBAL) as tg:
@@ -529,7 +530,7 @@ def test_failed_run_keeps_global_blobs_and_session_is_reusable(kind, session):
 
     net = core.Net(_uid("cf_keep_fail"))
     net.Add(["cf_keep_input", "cf_keep_input"], "cf_keep_sum")
-    step = core.execution_step(_uid("cf_keep_step"), net)
+    step = Task(step=core.execution_step(_uid("cf_keep_step"), net), node=node)
     with pytest.raises(TaskError):
         session.run(step)
     assert before <= kind.blob_names(session, node)
@@ -570,7 +571,8 @@ def test_concurrent_run_from_another_thread_is_refused(kind, session):
     net = core.Net(_uid("cf_busy"))
     net.Python(block)([], [])
     _fill(net, "cf_busy_done", 1.0)
-    with Node(_uid("cf_busy_node")):
+    busy_node = _uid("cf_busy_node")
+    with Node(busy_node):
         t = Task(step=net)
     errors = []
 
@@ -591,7 +593,7 @@ def test_concurrent_run_from_another_thread_is_refused(kind, session):
         release.set()
         runner.join(30)
     assert not errors
-    assert _scalar(kind.fetch(session, "cf_busy_done")) == 1.0
+    assert _scalar(kind.fetch(session, "cf_busy_done", busy_node)) == 1.0
     session.run(_fill_net("cf_busy_after", 1.0))  # usable again
 
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime.blob import type_name
-from caffe2.runtime.errors import EnforceError
+from caffe2.runtime.errors import EnforceError, exception_chain
 
 # Status values of run_plan's result.
 OK = "ok"
@@ -46,18 +46,6 @@ def exception_text(e: BaseException) -> str:
     return "".join(traceback.format_exception(type(e), e, e.__traceback__)).rstrip()
 
 
-def _chain(exc: BaseException):
-    seen = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-
-
 def describe_failure(exc: BaseException) -> dict[str, Any]:
     """The picklable facts about a failed plan run: message, where, and traceback."""
     facts: dict[str, Any] = {
@@ -69,7 +57,7 @@ def describe_failure(exc: BaseException) -> dict[str, Any]:
         "op_type": None,
         "caffe2_step": None,
     }
-    for e in _chain(exc):
+    for e in exception_chain(exc):
         for key, attr in (
             ("net_name", "net_name"),
             ("op_index", "op_index"),

@@ -11,6 +11,7 @@ import threading
 
 from caffe2.python import core, workspace
 from caffe2.python.task import Cluster, Task, TaskGroup, WorkspaceType
+from caffe2.runtime.errors import exception_chain
 
 __all__ = [
     "CompiledRunnable",
@@ -102,18 +103,6 @@ def describe_runnable(runnable) -> str:
 _QUOTED = re.compile(r"'([^'\n]*)'|\"([^\"\n]*)\"")
 
 
-def _exception_chain(exc):
-    seen = set()
-    todo = [exc]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        yield e
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-
-
 class _Attribution:
     """Maps the nets and steps of a compiled TaskGroup back to the task and node they belong
     to, so a failed run can say which task, node and step failed.
@@ -158,7 +147,7 @@ class _Attribution:
 
     def _locate(self, exc):
         """(net, (task, node, path)) for the failure; either may be None."""
-        chain = list(_exception_chain(exc))
+        chain = list(exception_chain(exc))
         net = None
         for e in chain:  # the runtime's operator errors say which net failed
             n = getattr(e, "net_name", None)

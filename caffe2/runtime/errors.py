@@ -8,6 +8,8 @@ where it happened: the net, the operator's index and type, and the blobs involve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class EnforceError(RuntimeError):
     """A failed check of the runtime (Caffe2's EnforceNotMet).
@@ -38,3 +40,16 @@ def enforce(cond: object, msg: str, where: str = "", blob: str | None = None) ->
     """Raise EnforceError(msg) unless cond holds."""
     if not cond:
         raise EnforceError(msg, where, blob)
+
+
+def exception_chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """exc and every exception it was raised from or during (causes, contexts), once each."""
+    seen = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]

@@ -117,7 +117,8 @@ def fit(s: dict[str, int]) -> tuple[float, float]:
 
 
 def build_job(data: np.ndarray, batch_size: int, batches_per_epoch: int, kill_at) -> Job:
-    """Each node reads rows k, k+2, ... of ``data``; ``kill_at(node)`` may add a kill op."""
+    """Each node reads rows k, k+2, ... of ``data``; ``kill_at(node, sums)`` may add a kill op
+    to the node's per-batch net (``sums``: the node's running-sum blobs, name -> blob)."""
     with Job() as job:
         for k, node in enumerate(NODES):
             rows = data[k :: len(NODES)]
@@ -138,7 +139,7 @@ def build_job(data: np.ndarray, batch_size: int, batches_per_epoch: int, kill_at
                     ops.Add([sums["sum_xy"], xy], [sums["sum_xy"]])
                     xx = ops.ReduceFrontSum([ops.Mul([x, x], 1)], 1)
                     ops.Add([sums["sum_xx"], xx], [sums["sum_xx"]])
-                    kill_at(node)
+                    kill_at(node, sums)
 
                 epoch_reader = ReaderWithLimit(reader, num_iter=batches_per_epoch)
                 pipe(epoch_reader, processor=accumulate)
@@ -191,7 +192,7 @@ def worker(args: argparse.Namespace) -> None:
     batches = {node: 0 for node in NODES}
     kill_after = args.kill_after_epoch
 
-    def kill_at(node):
+    def kill_at(node, sums):
         if kill_after is None or node != NODES[0]:
             return
 

@@ -25,7 +25,7 @@ from caffe2.python.task import Node, Task  # noqa: E402
 NODES = ["ckpt_a", "ckpt_b"]
 ROWS = 40  # per node
 BATCH = 3
-BATCHES_PER_EPOCH = 2  # 6 rows per epoch: 7 epochs, the last one short
+BATCHES_PER_EPOCH = 2  # 6 rows per epoch; epoch 8 finds the rows ended and stops
 KILL_AFTER_EPOCH = 2  # ckpt_a dies one batch into epoch 3
 
 

@@ -269,3 +269,52 @@ def clone_partial(
     del new_proto.external_output[:]
     new_proto.external_output.extend(new_out)
     return new_net, [new_net.GetBlobRef(o) for o in new_out]
+
+
+def clone_and_bind_net(
+    net: Any,
+    name: str,
+    prefix: str,
+    blob_remap: dict[str, str] | None = None,
+    inputs: Any = None,
+    keep_schema: bool = True,
+) -> tuple[Any, dict[str, str]]:
+    """Caffe2's ``core.clone_and_bind_net``: a clone of net whose input record is bound to
+    ``inputs``, other undefined blobs kept, and every blob it defines prefixed by prefix."""
+    from caffe2.python.schema import Field
+
+    if blob_remap is None:
+        blob_remap = {}
+    if inputs is not None:
+        if not isinstance(inputs, Field):
+            raise TypeError(f"inputs must be a schema.Field, got {type(inputs).__name__}")
+        original = net.input_record()
+        if original is None:
+            raise ValueError(
+                f"Net {net.Name()} has no input record: call net.set_input_record() before "
+                "using it as a processor."
+            )
+        diff = set(original.field_names()) - set(inputs.field_names())
+        if diff:
+            raise ValueError(
+                f"Schemas don't match, extra fields {sorted(diff)} found in the net "
+                f"{net.Name()}. original: {original.field_names()}; inputs: "
+                f"{inputs.field_names()}"
+            )
+        original_mapping = dict(zip(original.field_names(), original.field_blobs(), strict=True))
+        for fn, fb in zip(inputs.field_names(), inputs.field_blobs(), strict=True):
+            if fn in original_mapping:
+                blob_remap[str(original_mapping[fn])] = str(fb)
+    ssa, blob_versions = get_ssa(net.Proto())
+    undef_blobs = get_undefined_blobs(ssa)
+    for blob in blob_versions:
+        if blob in blob_remap:
+            continue
+        if blob in undef_blobs:
+            blob_remap[blob] = blob
+        else:
+            blob_remap[blob] = prefix + blob
+    cloned_net = net.Clone(name, blob_remap, keep_schema=keep_schema)
+    if not keep_schema and inputs:
+        cloned_net.set_input_record(inputs)
+    return cloned_net, blob_remap

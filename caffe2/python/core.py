@@ -71,6 +71,7 @@ from caffe2.python._core_registry import (
 )
 from caffe2.python._core_ssa import (
     DEFAULT_REMAP_FUNCS,
+    clone_and_bind_net,
     get_op_ids_in_path,
     get_output_producers,
     get_ssa,
@@ -96,7 +97,8 @@ __all__ = [
     "IsOperator", "IsOperatorWithEngine", "NameScope", "Net", "OpSSA", "Plan",
     "RefreshRegisteredOperators", "ScopedBlobReference", "ScopedName", "SetEnginePref",
     "SetGlobalEnginePref", "SetOpEnginePref", "SetPerOpEnginePref", "SparseGradGenMeta",
-    "add_nets_in_order", "device_option_equal", "execution_step", "get_net_name",
+    "add_nets_in_order", "clone_and_bind_net", "device_option_equal", "execution_step",
+    "get_net_name",
     "get_op_ids_in_path", "get_output_producers", "get_ssa", "get_undefined_blobs",
     "output_to_list", "remap_input", "remap_output", "scoped_execution_step",
     "to_execution_step", "op_registry_key", "_add_net_to_dict", "_RectifyInputOutput",

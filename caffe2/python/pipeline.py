@@ -534,58 +534,6 @@ class ProcessingReader(Reader):
         return read_nets, status, fields
 
 
-def _clone_and_bind_net(
-    net: core.Net,
-    name: str,
-    prefix: str,
-    blob_remap: dict[str, str] | None = None,
-    inputs: Field | None = None,
-    keep_schema: bool = True,
-) -> tuple[core.Net, dict[str, str]]:
-    """Caffe2's ``core.clone_and_bind_net``: a clone of net whose input record is bound to
-    ``inputs``, other undefined blobs kept, and every blob it defines prefixed by prefix."""
-    if blob_remap is None:
-        blob_remap = {}
-    if inputs is not None:
-        if not isinstance(inputs, Field):
-            raise TypeError(f"inputs must be a schema.Field, got {type(inputs).__name__}")
-        original = net.input_record()
-        if original is None:
-            raise ValueError(
-                f"Net {net.Name()} has no input record: call net.set_input_record() before "
-                "using it as a processor."
-            )
-        diff = set(original.field_names()) - set(inputs.field_names())
-        if diff:
-            raise ValueError(
-                f"Schemas don't match, extra fields {sorted(diff)} found in the net "
-                f"{net.Name()}. original: {original.field_names()}; inputs: "
-                f"{inputs.field_names()}"
-            )
-        original_mapping = dict(zip(original.field_names(), original.field_blobs(), strict=True))
-        for fn, fb in zip(inputs.field_names(), inputs.field_blobs(), strict=True):
-            if fn in original_mapping:
-                blob_remap[str(original_mapping[fn])] = str(fb)
-    ssa, blob_versions = core.get_ssa(net.Proto())
-    undef_blobs = core.get_undefined_blobs(ssa)
-    for blob in blob_versions:
-        if blob in blob_remap:
-            continue
-        if blob in undef_blobs:
-            blob_remap[blob] = blob
-        else:
-            blob_remap[blob] = prefix + blob
-    cloned_net = net.Clone(name, blob_remap, keep_schema=keep_schema)
-    if not keep_schema and inputs:
-        cloned_net.set_input_record(inputs)
-    return cloned_net, blob_remap
-
-
-def _clone_and_bind(*args: Any, **kwargs: Any) -> tuple[core.Net, dict[str, str]]:
-    clone_and_bind = getattr(core, "clone_and_bind_net", None) or _clone_and_bind_net
-    return clone_and_bind(*args, **kwargs)
-
-
 class NetProcessor:
     """A processor that runs a clone of ``net`` per call (per thread).
 
@@ -633,10 +581,10 @@ class NetProcessor:
         prefix = NetBuilder.current().name + "/"
         blob_remap: dict[str, str] = {}
         for net in self.thread_init_nets:
-            new_net, _ = _clone_and_bind(net, str(net) + prefix, prefix, blob_remap)
+            new_net, _ = core.clone_and_bind_net(net, str(net) + prefix, prefix, blob_remap)
             self._cloned_init_nets.append(new_net)
 
-        new_net, remappings = _clone_and_bind(
+        new_net, remappings = core.clone_and_bind_net(
             self.net, str(self.net) + prefix, prefix, blob_remap, rec
         )
 

@@ -695,3 +695,13 @@ def test_debug_env_does_not_leak():
 
 def test_scope_module_is_the_same():
     assert core.scope is scope
+
+
+def test_clone_and_bind_net_prefixes_what_the_net_defines():
+    net = core.Net("cab_src")
+    net.Add(["cab_a", "cab_b"], "cab_sum")
+    clone, remap = core.clone_and_bind_net(net, "cab_clone", "p/")
+    assert remap["cab_sum"] == "p/cab_sum"
+    assert remap["cab_a"] == "cab_a" and remap["cab_b"] == "cab_b"
+    assert list(clone.Proto().op[0].input) == ["cab_a", "cab_b"]
+    assert list(clone.Proto().op[0].output) == ["p/cab_sum"]

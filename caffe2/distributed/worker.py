@@ -199,8 +199,7 @@ class NodeWorker:
                     }
             else:
                 func = self._driver_stub(token)
-            with registry._registry_lock:
-                registry._registry[token] = registry.PythonFunc(func, bool(pass_workspace))
+            registry.register_python_op_as(token, func, bool(pass_workspace))
             self._functions[token] = (how, version)
         return None
 

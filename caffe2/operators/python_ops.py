@@ -67,6 +67,23 @@ def register_python_op(
     return token
 
 
+def register_python_op_as(
+    token: str, func: Callable[..., Any], pass_workspace: bool = False
+) -> None:
+    """Register func under exactly ``token``, replacing any entry already there.
+
+    For a process that must use the token another process chose (e.g. a distributed worker
+    installing a function shipped by the driver under the driver's token). Unlike
+    ``register_python_op`` no new token is derived; thread-safe like the other registry calls.
+    """
+    if not isinstance(token, str) or not token:
+        raise EnforceError(f"register_python_op_as needs a non-empty token, got {token!r}", _WHERE)
+    if func is None or not callable(func):
+        raise EnforceError(f"register_python_op_as needs a callable, got {func!r}", _WHERE)
+    with _registry_lock:
+        _registry[token] = PythonFunc(func, bool(pass_workspace))
+
+
 def register_python_gradient_op(token: str, grad_func: Callable[..., Any]) -> None:
     """Register the gradient function of a registered token (under ``token + "_gradient"``)."""
     if grad_func is None or not callable(grad_func):

@@ -17,6 +17,7 @@ from caffe2.operators.python_ops import (
     get_python_op,
     register_python_gradient_op,
     register_python_op,
+    register_python_op_as,
 )
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime import registry
@@ -169,6 +170,68 @@ def test_concurrent_registration_gives_unique_tokens():
     }
     assert len(tokens) == n_threads * per_thread
     assert set(tokens) == expected
+
+
+def test_register_as_uses_the_given_token_and_replaces(ws):
+    def first(inputs, outputs):
+        outputs[0].feed(inputs[0].data + 1)
+
+    def second(inputs, outputs):
+        outputs[0].feed(inputs[0].data * 2)
+
+    token = "driver_chosen:tok_as"
+    try:
+        assert register_python_op_as(token, first) is None
+        assert get_python_op(token) == PythonFunc(first, False)
+        assert ws.run_operator_once(make_op("Python", ["x"], ["z"], token=token))
+        np.testing.assert_array_equal(ws.get_blob("z").value, [2.0, 3.0, 4.0])
+        # Same token again replaces the entry (no ":1" suffix is derived).
+        register_python_op_as(token, second, pass_workspace=1)
+        assert get_python_op(token) == PythonFunc(second, True)
+        register_python_op_as(token, second)
+        assert ws.run_operator_once(make_op("Python", ["x"], ["z"], token=token))
+        np.testing.assert_array_equal(ws.get_blob("z").value, [2.0, 4.0, 6.0])
+        # A later register_python_op of the same base name numbers around it.
+        assert register_python_op(renamed(lambda i, o: None, token)) == token + ":1"
+    finally:
+        with python_ops._registry_lock:
+            python_ops._registry.pop(token, None)
+            python_ops._registry.pop(token + ":1", None)
+
+
+def test_register_as_rejects_bad_arguments():
+    with pytest.raises(RuntimeError, match="needs a callable"):
+        register_python_op_as("tok_as_bad", 42)
+    with pytest.raises(RuntimeError, match="non-empty token"):
+        register_python_op_as("", lambda i, o: None)
+    with pytest.raises(RuntimeError, match="non-empty token"):
+        register_python_op_as(None, lambda i, o: None)
+    with pytest.raises(RuntimeError, match="not available"):
+        get_python_op("tok_as_bad")
+
+
+def test_concurrent_register_as_keeps_one_entry():
+    token = "tok_as_concurrent"
+    funcs = [renamed(lambda i, o: None, f"f{k}") for k in range(8)]
+    start = threading.Barrier(len(funcs))
+
+    def worker(f) -> None:
+        start.wait()
+        for _ in range(50):
+            register_python_op_as(token, f)
+
+    threads = [threading.Thread(target=worker, args=(f,)) for f in funcs]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert get_python_op(token).func in funcs
+        with python_ops._registry_lock:
+            assert [k for k in python_ops._registry if k.startswith(token)] == [token]
+    finally:
+        with python_ops._registry_lock:
+            python_ops._registry.pop(token, None)
 
 
 # ---- running a token op -----------------------------------------------------------------------

@@ -25,8 +25,16 @@ from caffe2.operators._tree_cursor import (
     mutex_of,
 )
 from caffe2.operators._util import I32, I64, tensor
-from caffe2.runtime.blob import describe, dtype_name
+from caffe2.proto import caffe2_pb2
+from caffe2.runtime.blob import Blob, describe, dtype_name
+from caffe2.runtime.errors import EnforceError
 from caffe2.runtime.registry import Arg, operator
+from caffe2.runtime.serialization import (
+    array_to_tensor,
+    register_deserializer,
+    register_serializer,
+    tensor_to_array,
+)
 
 Kernel = Callable[[], None]
 
@@ -500,6 +508,53 @@ class PackedRecord(list):
     caffe2_type_name = "std::shared_ptr<std::vector<TensorCPU>>"
 
 
+def serialize_packed_record(name: str, record: PackedRecord) -> caffe2_pb2.BlobProto:
+    """A packed record as a BlobProto of Caffe2's type name; ``content`` is a serialized
+    TensorProtos of the record's tensors, one per field.
+
+    Saving PackRecords' output stores one such BlobProto per element of an UNDEFINED tensor
+    (see runtime.serialization). Caffe2's serializer left ``content`` empty; its deserializer
+    ignores it, so Caffe2 can still load what is written here (as empty records).
+    """
+    protos = caffe2_pb2.TensorProtos()
+    for j, t in enumerate(record):
+        if not isinstance(t, np.ndarray):
+            raise EnforceError(
+                f"Cannot serialize packed record {name or '<element>'}: field {j} is "
+                f"{describe(t)}, not a tensor",
+                "blob_serialization",
+                name or None,
+            )
+        protos.protos.append(array_to_tensor(t))
+    proto = caffe2_pb2.BlobProto()
+    proto.name = name
+    proto.type = PackedRecord.caffe2_type_name
+    proto.content = protos.SerializeToString()
+    return proto
+
+
+def deserialize_packed_record(proto: caffe2_pb2.BlobProto, into: Blob) -> None:
+    """Load a packed record. Empty content (what Caffe2 wrote) loads as None, Caffe2's empty
+    pointer, which UnPackRecords rejects."""
+    if not proto.content:
+        into.value = None
+        return
+    protos = caffe2_pb2.TensorProtos()
+    try:
+        protos.ParseFromString(bytes(proto.content))
+    except Exception as e:
+        raise EnforceError(
+            "Cannot parse the content of a packed record into a TensorProtos",
+            "blob_serialization",
+            proto.name or None,
+        ) from e
+    into.value = PackedRecord(tensor_to_array(p) for p in protos.protos)
+
+
+register_serializer(PackedRecord, PackedRecord.caffe2_type_name, serialize_packed_record)
+register_deserializer(PackedRecord.caffe2_type_name, deserialize_packed_record)
+
+
 @operator("PackRecords", inputs=(1, None), outputs=1, args=(FIELDS,))
 def pack_records(op: Any) -> Kernel:
     """PackRecords: [fields..] -> packed. A 1-D object tensor: one PackedRecord per record."""
@@ -541,7 +596,7 @@ def unpack_records(op: Any) -> Kernel:
             if not isinstance(rec, PackedRecord):
                 raise op.error(
                     f"UnPackRecords: element {r} of {packed_name} is not a packed record "
-                    f"(it is {describe(rec)}; loaded packed records hold nothing)",
+                    f"(it is {describe(rec)}; packed records saved by Caffe2 load as empty)",
                     packed_name,
                 )
             if len(rec) != k:

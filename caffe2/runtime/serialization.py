@@ -10,6 +10,10 @@ The format is Caffe2's (spec runtime.md section 1, data.md 8.1):
 - any other value needs a serializer registered for its Python type
   (``register_serializer``), and loading any other ``type`` string needs a deserializer
   registered under it (``register_deserializer``). The data layer registers its own types.
+- an object tensor whose elements are not strings but values with a registered serializer
+  (e.g. PackRecords' packed records) is written as Caffe2 wrote tensors of such types: a
+  TensorProto of data type UNDEFINED whose ``string_data`` holds one serialized BlobProto per
+  element; loading deserializes each element with the deserializer of its BlobProto type.
 """
 
 from __future__ import annotations
@@ -87,6 +91,11 @@ def _find_serializer(value: object) -> tuple[str, Serializer] | None:
 
 
 # ---- tensors -------------------------------------------------------------------------------
+def _is_blob_element(v: object) -> bool:
+    """Whether an object-tensor element is stored as a serialized BlobProto (UNDEFINED)."""
+    return not isinstance(v, (bytes, str)) and _find_serializer(v) is not None
+
+
 def _fill(proto: caffe2_pb2.TensorProto, flat: np.ndarray, name: str) -> None:
     """Write the values of a flat array into proto's typed field (dtype already checked)."""
     dt = flat.dtype
@@ -94,7 +103,20 @@ def _fill(proto: caffe2_pb2.TensorProto, flat: np.ndarray, name: str) -> None:
     proto.data_type = data_type
     if flat.size == 0:
         return
-    if data_type == TP.STRING:
+    if data_type == TP.STRING and _is_blob_element(flat[0]):
+        proto.data_type = TP.UNDEFINED
+        out = proto.string_data
+        for i, v in enumerate(flat):
+            if not _is_blob_element(v):
+                raise EnforceError(
+                    f"Cannot serialize tensor {name}: element {i} is a {type(v).__name__}, "
+                    f"but element 0 is a {type(flat[0]).__name__} (an object tensor must hold "
+                    "only strings or only values of one serializable type)",
+                    _WHERE,
+                    name,
+                )
+            out.append(blob_proto("", v).SerializeToString())
+    elif data_type == TP.STRING:
         out = proto.string_data
         for i, v in enumerate(flat):
             if isinstance(v, bytes):
@@ -102,9 +124,15 @@ def _fill(proto: caffe2_pb2.TensorProto, flat: np.ndarray, name: str) -> None:
             elif isinstance(v, str):
                 out.append(v.encode("utf-8"))
             else:
+                why = (
+                    "but element 0 is a string (an object tensor must hold only strings or "
+                    "only values of one serializable type)"
+                    if _is_blob_element(v)
+                    else "not bytes (and no serializer is registered for it)"
+                )
                 raise EnforceError(
                     f"Cannot serialize string tensor {name}: element {i} is a "
-                    f"{type(v).__name__}, not bytes",
+                    f"{type(v).__name__}, {why}",
                     _WHERE,
                     name,
                 )
@@ -171,11 +199,12 @@ def array_to_tensor(arr: np.ndarray, name: str | None = None) -> caffe2_pb2.Tens
 def _proto_values(proto: caffe2_pb2.TensorProto, count: int, label: str) -> np.ndarray:
     """The values stored in proto's typed field as a flat array of the tensor's dtype."""
     data_type = proto.data_type
+    if data_type == TP.UNDEFINED:
+        return _blob_elements(proto, count, label)
     dt = _ENUM_DTYPE.get(data_type)
     if dt is None:
-        what = "UNDEFINED (serialized blobs)" if data_type == TP.UNDEFINED else str(data_type)
         raise EnforceError(
-            f"Cannot load tensor {label}: TensorProto data type {what} is not supported",
+            f"Cannot load tensor {label}: TensorProto data type {data_type} is not supported",
             _WHERE,
             label,
         )
@@ -206,6 +235,26 @@ def _proto_values(proto: caffe2_pb2.TensorProto, count: int, label: str) -> np.n
     if fld == "int32_data" and dt != np.dtype(np.int32):
         return np.array(src, dtype=np.int32).astype(dt)
     return np.array(src, dtype=dt)
+
+
+def _blob_elements(proto: caffe2_pb2.TensorProto, count: int, label: str) -> np.ndarray:
+    """The elements of an UNDEFINED tensor: each string_data entry is a serialized BlobProto."""
+    src = proto.string_data
+    if len(src) != count:
+        raise EnforceError("Incorrect proto field size.", _WHERE, label)
+    out = np.empty(count, dtype=object)
+    for i, data in enumerate(src):
+        element = Blob()
+        try:
+            deserialize_blob(data, element)
+        except EnforceError as e:
+            raise EnforceError(
+                f"Cannot load element {i} of tensor {label} (data type UNDEFINED): {e}",
+                _WHERE,
+                label,
+            ) from e
+        out[i] = element.value
+    return out
 
 
 def _dims(proto: caffe2_pb2.TensorProto, label: str) -> tuple[tuple[int, ...], int]:

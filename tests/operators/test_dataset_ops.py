@@ -497,6 +497,66 @@ def test_unpack_empty_needs_prototypes() -> None:
     assert fetch(ws, "b").dtype == object
 
 
+def test_packed_records_save_and_load_round_trip(nested, tmp_path) -> None:
+    ws, recs = nested
+    run_ops(ws, make_op("PackRecords", FIELDS, ["packed"], fields=FIELDS))
+    db = str(tmp_path / "packed.minidb")
+    # chunk_size 5 cuts the 23 records into 5 chunks of UNDEFINED tensors.
+    run_ops(
+        ws, make_op("Save", ["packed"], [], db=db, db_type="minidb", chunk_size=5, absolute_path=1)
+    )
+    ws2 = Workspace()
+    run_ops(ws2, make_op("Load", [], ["packed"], db=db, db_type="minidb", absolute_path=1))
+    loaded = fetch(ws2, "packed")
+    assert loaded.shape == (len(recs),) and all(isinstance(r, PackedRecord) for r in loaded)
+    for r in (0, 7, 22):
+        assert_columns_equal(list(loaded[r]), flatten([recs[r]]))
+    run_ops(ws2, make_op("UnPackRecords", ["packed"], OUTS, fields=FIELDS))
+    assert_columns_equal([fetch(ws2, o) for o in OUTS], flatten(recs))
+
+
+def test_packed_records_serialize_as_undefined_tensors_of_blobs(nested) -> None:
+    ws, recs = nested
+    run_ops(ws, make_op("PackRecords", FIELDS, ["packed"], fields=FIELDS))
+    proto = caffe2_pb2.BlobProto()
+    proto.ParseFromString(serialize_blob("packed", fetch(ws, "packed")))
+    t = proto.tensor
+    assert proto.type == "Tensor" and t.data_type == caffe2_pb2.TensorProto.UNDEFINED
+    assert list(t.dims) == [len(recs)] and len(t.string_data) == len(recs)
+    element = caffe2_pb2.BlobProto()
+    element.ParseFromString(t.string_data[3])
+    assert element.type == "std::shared_ptr<std::vector<TensorCPU>>"
+    protos = caffe2_pb2.TensorProtos()
+    protos.ParseFromString(element.content)
+    assert len(protos.protos) == len(FIELDS)
+    # What Caffe2 wrote (empty content) loads as empty pointers, which UnPackRecords rejects.
+    for i in range(len(t.string_data)):
+        element.content = b""
+        t.string_data[i] = element.SerializeToString()
+    blob = Blob()
+    deserialize_blob(proto.SerializeToString(), blob)
+    assert blob.value.shape == (len(recs),) and all(v is None for v in blob.value)
+    ws.create_blob("caffe2_packed").value = blob.value
+    with pytest.raises(RuntimeError, match="element 0 of caffe2_packed is not a packed record"):
+        run_ops(ws, make_op("UnPackRecords", ["caffe2_packed"], OUTS, fields=FIELDS))
+
+
+def test_object_tensor_mixing_records_and_strings_is_rejected() -> None:
+    mixed = np.empty(2, dtype=object)
+    mixed[0] = PackedRecord([np.zeros(1, np.float32)])
+    mixed[1] = b"s"
+    with pytest.raises(EnforceError, match="element 1 is a bytes, but element 0 is a Packed"):
+        serialize_blob("mixed", mixed)
+    with pytest.raises(
+        EnforceError, match="element 1 is a PackedRecord, but element 0 is a string"
+    ):
+        serialize_blob("mixed", mixed[::-1].copy())
+    bad = np.empty(1, dtype=object)
+    bad[0] = PackedRecord([3])
+    with pytest.raises(EnforceError, match="field 0 is"):
+        serialize_blob("bad", bad)
+
+
 # ---- serialization -------------------------------------------------------------------------
 def test_cursor_and_mutex_serialize_as_caffe2_did(nested) -> None:
     ws, _ = nested

@@ -200,9 +200,12 @@ def test_errors():
     seg.segment.begin, seg.segment.end = 1, 5
     with pytest.raises(EnforceError, match="Invalid chunk 1 5 with total tensor size 2"):
         ser.tensor_into(seg, Blob())
-    und = TP()
+    und = TP()  # a scalar UNDEFINED tensor needs one serialized blob in string_data
     und.data_type = TP.UNDEFINED
-    with pytest.raises(EnforceError, match="UNDEFINED"):
+    with pytest.raises(EnforceError, match="Incorrect proto field size."):
+        ser.tensor_to_array(und)
+    und.string_data.append(b"\xff\xff")
+    with pytest.raises(EnforceError, match="element 0 of tensor <unnamed>.*UNDEFINED"):
         ser.tensor_to_array(und)
     objs = np.array([b"a", 3], dtype=object)
     with pytest.raises(EnforceError, match="element 1 is a int"):

@@ -94,8 +94,7 @@ class _PythonOpShipping:
 
         out = {}
         for key in keys:
-            with registry._registry_lock:
-                pf = registry._registry.get(key)
+            pf = registry.find_python_op(key)
             if pf is None:  # the node reports it as not available, with Caffe2's message
                 continue
             how, version, data = self._payload(key, pf)
@@ -110,8 +109,7 @@ class _PythonOpShipping:
         from caffe2.runtime.tensor import TensorCPU
 
         key = request["token"]
-        with registry._registry_lock:
-            pf = registry._registry.get(key)
+        pf = registry.find_python_op(key)
         try:
             if pf is None:
                 raise RuntimeError(f"Python operator for {key} is no longer registered")

@@ -100,10 +100,15 @@ def register_python_gradient_op(token: str, grad_func: Callable[..., Any]) -> No
         _registry[token + "_gradient"] = PythonFunc(grad_func, False)
 
 
+def find_python_op(token: str) -> PythonFunc | None:
+    """The function registered under token, or None."""
+    with _registry_lock:
+        return _registry.get(token)
+
+
 def get_python_op(token: str) -> PythonFunc:
     """The function registered under token, or the 'is not available' error."""
-    with _registry_lock:
-        f = _registry.get(token)
+    f = find_python_op(token)
     if f is None:
         raise EnforceError(_not_available(token), _WHERE)
     return f

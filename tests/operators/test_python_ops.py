@@ -14,6 +14,7 @@ from caffe2.operators import python_ops
 from caffe2.operators.python_ops import (
     PythonFunc,
     clear_python_ops,
+    find_python_op,
     get_python_op,
     register_python_gradient_op,
     register_python_op,
@@ -490,3 +491,12 @@ def test_python_gradient_op_uses_the_grad_builder(ws):
     )
     with pytest.raises(RuntimeError, match="PythonOp requires either pickled_builder or token"):
         ws.run_operator_once(op)
+
+
+def test_find_python_op_returns_none_when_missing():
+    def found_me(inputs, outputs):
+        pass
+
+    token = register_python_op(found_me, False, "tok_find")
+    assert find_python_op(token) == PythonFunc(found_me, False)
+    assert find_python_op("tok_find:never_registered") is None

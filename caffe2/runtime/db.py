@@ -1,21 +1,28 @@
 """Caffe2's DB interface (spec data.md 8.2): DB, Cursor, Transaction, a registry of DB types.
 
-Backends:
+The backends live in their own modules and register themselves with ``register_db``:
 
-- ``minidb`` / ``MiniDB``: Caffe2's own single-file format, byte for byte. The file is a
-  plain sequence of records ``[int32 key_len][int32 value_len][key][value]`` (little-endian,
-  as C++ wrote it on every supported platform), in write order.
-- ``leveldb`` / ``LevelDB``: a directory-backed stand-in with LevelDB's behaviour (sorted
-  unique keys, seekable cursors, NEW fails on an existing database, a missing database is
-  created in NEW and WRITE modes). Its data file ``data.minidb`` is a minidb file sorted by
-  key; it is **not** LevelDB's on-disk format.
-- ``lmdb`` / ``LMDB``: through the ``lmdb`` package (imported on first use), a directory.
+- ``minidb`` / ``MiniDB`` (``caffe2.runtime.minidb``): Caffe2's own single-file format, byte
+  for byte. The file is a plain sequence of records ``[int32 key_len][int32 value_len][key]
+  [value]`` (little-endian, as C++ wrote it on every supported platform), in write order.
+- ``leveldb`` / ``LevelDB`` (``caffe2.runtime.leveldb_dir``): a directory-backed stand-in with
+  LevelDB's behaviour (sorted unique keys, seekable cursors, NEW fails on an existing
+  database, a missing database is created in NEW and WRITE modes). Its data file
+  ``data.minidb`` is a minidb file sorted by key; it is **not** LevelDB's on-disk format.
+- ``lmdb`` / ``LMDB`` (``caffe2.runtime.lmdb_db``): through the ``lmdb`` package (imported on
+  first use), a directory.
+
+The backend modules import this one, so it imports them lazily: the first use of the
+registry (``create_db``, ``open_db``, ``register_db``, ...) loads them, and their public names
+(``MiniDB``, ``DirDB``, ``LMDB``, ``write_record``, ``DIRDB_DATA_FILE``, ...) stay importable
+from here through the module's ``__getattr__``.
 
 Writes are atomic: a DB opened in NEW or WRITE mode writes to a temporary file (or, for a
 database directory that does not exist yet, a temporary directory) beside its path, and
 ``close()`` flushes, fsyncs and renames it into place, so a process killed in the middle of
 a save leaves the previous database whole. ``abort()`` discards what was written. An LMDB
-opened in WRITE mode relies on LMDB's own transactions: every commit is atomic.
+opened in WRITE mode relies on LMDB's own transactions: every commit is atomic. The file
+helpers for this (``_temp_beside``, ``_fsync_dir``, ``_remove``, ...) are defined here, once.
 
 ``create_db`` returns None for an unknown type, as Caffe2's CreateDB did; ``open_db`` raises
 an error naming the close matches instead. Keys and values are ``bytes`` (a ``str`` key is
@@ -24,18 +31,16 @@ UTF-8 encoded).
 
 from __future__ import annotations
 
-import bisect
 import difflib
 import enum
+import importlib
 import logging
 import os
 import shutil
-import struct
 import tempfile
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from caffe2.proto import caffe2_pb2
 from caffe2.runtime.blob import Blob
@@ -44,10 +49,28 @@ from caffe2.runtime.serialization import register_deserializer, register_seriali
 
 log = logging.getLogger("caffe2")
 
-_HEADER = struct.Struct("<ii")
-_INT32_MAX = 2**31 - 1
-LMDB_MAP_SIZE = 1 << 40  # 1 TiB of address space, as Caffe2's LMDB_MAP_SIZE
-DIRDB_DATA_FILE = "data.minidb"
+# The built-in backends, in registration order, and the names each one is imported for.
+_BACKENDS: dict[str, tuple[str, ...]] = {
+    "caffe2.runtime.minidb": (
+        "MiniDB",
+        "MiniDBCursor",
+        "MiniDBTransaction",
+        "write_record",
+        "read_record",
+        "_HEADER",
+        "_INT32_MAX",
+        "_Gate",
+    ),
+    "caffe2.runtime.leveldb_dir": ("DirDB", "DirDBCursor", "DirDBTransaction", "DIRDB_DATA_FILE"),
+    "caffe2.runtime.lmdb_db": (
+        "LMDB",
+        "LMDBCursor",
+        "LMDBTransaction",
+        "LMDB_MAP_SIZE",
+        "_import_lmdb",
+    ),
+}
+_BACKEND_OF = {name: module for module, names in _BACKENDS.items() for name in names}
 
 
 class Mode(enum.IntEnum):
@@ -212,10 +235,48 @@ class DB:
 # ---- registry ------------------------------------------------------------------------------
 _DB_TYPES: dict[str, Callable[[str, Mode], DB]] = {}
 _registry_lock = threading.Lock()
+_backends_lock = threading.RLock()
+_backends_state = "unloaded"  # then "loading" (by the thread holding _backends_lock), "loaded"
+
+
+def _load_backends() -> None:
+    """Import the built-in backend modules (which register their types) once.
+
+    Re-entered by the backends' own ``register_db`` calls while they load, which return at
+    once; another thread waits until they are loaded.
+    """
+    global _backends_state
+    if _backends_state == "loaded":
+        return
+    with _backends_lock:
+        if _backends_state != "unloaded":
+            return
+        _backends_state = "loading"
+        try:
+            for module in _BACKENDS:
+                importlib.import_module(module)
+        except BaseException:
+            _backends_state = "unloaded"
+            raise
+        _backends_state = "loaded"
+
+
+def __getattr__(name: str) -> object:
+    """The backends' public names (``MiniDB``, ``DirDB``, ``LMDB``, ...), imported lazily."""
+    module = _BACKEND_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _load_backends()
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_BACKEND_OF))
 
 
 def register_db(*names: str) -> Callable[[type], type]:
     """Register a DB class under one or more type names: ``@register_db("minidb", "MiniDB")``."""
+    _load_backends()  # a name the built-in backends register is taken, as before
 
     def deco(cls: type) -> type:
         with _registry_lock:
@@ -231,15 +292,18 @@ def register_db(*names: str) -> Callable[[type], type]:
 
 
 def registered_db_types() -> list[str]:
+    _load_backends()
     return sorted(_DB_TYPES)
 
 
 def has_db_type(db_type: str) -> bool:
+    _load_backends()
     return db_type in _DB_TYPES
 
 
 def create_db(db_type: str, path: str, mode: Mode | int | str) -> DB | None:
     """Caffe2's CreateDB: the opened DB, or None for an unknown type (open errors raise)."""
+    _load_backends()
     cls = _DB_TYPES.get(db_type)
     if cls is None:
         return None
@@ -248,6 +312,7 @@ def create_db(db_type: str, path: str, mode: Mode | int | str) -> DB | None:
 
 def unknown_type_hint(db_type: str) -> str:
     """A sentence naming the close matches of an unknown db type, or all known types."""
+    _load_backends()
     close = difflib.get_close_matches(db_type, list(_DB_TYPES), n=3, cutoff=0.5)
     if not close:
         lower = db_type.lower()
@@ -346,671 +411,6 @@ def _remove(path: str | None) -> None:
 
 def _reason(e: OSError) -> str:
     return e.strerror or str(e)
-
-
-class _Gate:
-    """The DB's file mutex: one cursor or transaction at a time.
-
-    Another thread waits for it, as in Caffe2; a second one in the same thread would wait
-    for ever, so it raises instead.
-    """
-
-    def __init__(self, what: str) -> None:
-        self._lock = threading.Lock()
-        self._owner: int | None = None
-        self._what = what
-
-    def acquire(self, kind: str) -> None:
-        me = threading.get_ident()
-        if self._owner == me:
-            raise EnforceError(
-                f"Cannot open a {kind} on {self._what}: a cursor or transaction of this DB is "
-                "still open in this thread (close it first; Caffe2 would deadlock here)",
-                "minidb",
-            )
-        self._lock.acquire()
-        self._owner = me
-
-    def release(self) -> None:
-        self._owner = None
-        self._lock.release()
-
-
-# ---- minidb --------------------------------------------------------------------------------
-def write_record(f: Any, key: bytes, value: bytes, path: str) -> None:
-    """Append one minidb record to a binary file object."""
-    if not key or not value:
-        what = "key" if not key else f"value of key {key!r}"
-        raise EnforceError(
-            f"Cannot write a record with an empty {what} to {path}: minidb cannot read it back",
-            "minidb",
-        )
-    if len(key) > _INT32_MAX or len(value) > _INT32_MAX:
-        raise EnforceError(
-            f"Record {key[:64]!r} is too large for minidb {path} "
-            f"(key {len(key)} bytes, value {len(value)} bytes; the limit is 2 GiB - 1 each)",
-            "minidb",
-        )
-    f.write(_HEADER.pack(len(key), len(value)))
-    f.write(key)
-    f.write(value)
-
-
-def read_record(f: Any, path: str, db_type: str = "minidb") -> tuple[bytes, bytes, int] | None:
-    """Read one minidb record at the file's position: (key, value, offset), None at the end.
-
-    Fewer than 4 bytes left is the end (Caffe2 ignored 1 to 3 stray bytes); anything else
-    short or malformed raises naming the file and the record's byte offset.
-    """
-    off = f.tell()
-    head = f.read(4)
-    if len(head) < 4:
-        return None
-
-    def corrupt(detail: str) -> EnforceError:
-        return EnforceError(
-            f"Corrupt or truncated {db_type} file {path}: record at byte offset {off}: {detail}",
-            db_type,
-        )
-
-    rest = f.read(4)
-    if len(rest) < 4:
-        raise corrupt(f"the value length is cut off ({len(rest)} of 4 bytes)")
-    klen, vlen = _HEADER.unpack(head + rest)
-    if klen <= 0 or vlen <= 0:
-        raise corrupt(f"invalid key length {klen} or value length {vlen} (both must be > 0)")
-    remaining = os.fstat(f.fileno()).st_size - (off + 8)
-    if klen + vlen > remaining:
-        raise corrupt(
-            f"the key ({klen} bytes) and value ({vlen} bytes) need {klen + vlen} bytes, "
-            f"but only {max(remaining, 0)} remain"
-        )
-    key = f.read(klen)
-    value = f.read(vlen)
-    if len(key) != klen or len(value) != vlen:
-        raise corrupt("the file ended while reading the key and value")
-    return key, value, off
-
-
-@register_db("minidb", "MiniDB")
-class MiniDB(DB):
-    """Caffe2's minidb: one file of length-prefixed records in write order."""
-
-    db_type = "minidb"
-
-    def __init__(self, path: str, mode: Mode) -> None:
-        super().__init__(path, mode)
-        self.closed = True
-        self._tmp: str | None = None
-        self._gate = _Gate(f"minidb {path}")
-        try:
-            if mode == Mode.READ:
-                self._file = open(path, "rb")
-            else:
-                if os.path.isdir(path):
-                    raise IsADirectoryError(21, "Is a directory")
-                if os.path.exists(path) and not os.access(path, os.W_OK):
-                    raise PermissionError(13, "Permission denied")
-                self._target = os.path.realpath(path) if os.path.islink(path) else path
-                self._tmp = _temp_beside(self._target)
-                if mode == Mode.WRITE and os.path.exists(path):
-                    shutil.copyfile(path, self._tmp)
-                self._file = open(self._tmp, "ab")
-        except OSError as e:
-            _remove(self._tmp)
-            self._tmp = None
-            raise EnforceError(f"Cannot open file: {path} ({_reason(e)})", "minidb") from e
-        self.closed = False
-
-    def new_cursor(self) -> MiniDBCursor:
-        self._check_mode(True, "A cursor")
-        return MiniDBCursor(self)
-
-    def new_transaction(self) -> MiniDBTransaction:
-        self._check_mode(False, "A transaction")
-        return MiniDBTransaction(self)
-
-    def close(self) -> None:
-        """Close the file; in NEW or WRITE mode, fsync it and move it over the path."""
-        if self.closed:
-            return
-        self.closed = True
-        f, tmp = self._file, self._tmp
-        self._tmp = None
-        if tmp is None:
-            f.close()
-            return
-        try:
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
-            os.replace(tmp, self._target)
-        except OSError as e:
-            f.close()
-            _remove(tmp)
-            raise self.error(f"Cannot write file: {self.path} ({_reason(e)})") from e
-        _fsync_dir(_parent_dir(self._target))
-
-    def abort(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self._file.close()
-        _remove(self._tmp)
-        self._tmp = None
-
-
-class MiniDBCursor(Cursor):
-    """Reads records from the DB file's current position; always one record ahead."""
-
-    def __init__(self, db: MiniDB) -> None:
-        db._gate.acquire("cursor")
-        self._db = db
-        self._open = True
-        self._key = self._value = b""
-        self._valid = False
-        try:
-            self.next()
-        except BaseException:
-            self.close()
-            raise
-
-    def seek(self, key: bytes | str) -> None:
-        raise EnforceError("MiniDB does not support seeking to a specific key.", "minidb")
-
-    def seek_to_first(self) -> None:
-        self._check()
-        self._db._file.seek(0)
-        self.next()
-
-    def next(self) -> None:
-        self._check()
-        rec = read_record(self._db._file, self._db.path)
-        if rec is None:
-            self._valid = False
-            self._key = self._value = b""
-        else:
-            self._key, self._value, _ = rec
-            self._valid = True
-
-    def key(self) -> bytes:
-        if not self._valid:
-            raise EnforceError("Cursor is at invalid location!", "minidb")
-        return self._key
-
-    def value(self) -> bytes:
-        if not self._valid:
-            raise EnforceError("Cursor is at invalid location!", "minidb")
-        return self._value
-
-    def valid(self) -> bool:
-        return self._valid
-
-    def _check(self) -> None:
-        if not self._open:
-            raise EnforceError("The cursor is closed", "minidb")
-        self._db._check_open()
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
-            self._valid = False
-            self._db._gate.release()
-
-    def __del__(self) -> None:
-        if getattr(self, "_open", False):
-            self.close()
-
-
-class MiniDBTransaction(Transaction):
-    """Appends records to the DB file at once; ``commit()`` flushes and detaches it."""
-
-    def __init__(self, db: MiniDB) -> None:
-        db._gate.acquire("transaction")
-        self._db = db
-        self._open = True
-
-    def put(self, key: bytes | str, value: bytes) -> None:
-        if not self._open:
-            raise EnforceError(
-                f"Cannot put into minidb {self._db.path}: the transaction is committed",
-                "minidb",
-            )
-        self._db._check_open()
-        write_record(self._db._file, as_bytes(key), as_bytes(value, "value"), self._db.path)
-
-    def commit(self) -> None:
-        if not self._open:
-            return
-        self._open = False
-        try:
-            if not self._db.closed:
-                self._db._file.flush()
-        finally:
-            self._db._gate.release()
-
-    def __del__(self) -> None:
-        if getattr(self, "_open", False):
-            try:
-                self.commit()
-            except Exception as e:
-                log.error("Error committing to minidb %s: %s", self._db.path, e)
-
-
-# ---- leveldb stand-in: a directory holding one sorted minidb file --------------------------
-@register_db("leveldb", "LevelDB")
-class DirDB(DB):
-    """LevelDB's behaviour over a directory holding ``data.minidb`` (sorted, unique keys).
-
-    Not LevelDB's file format: a directory written by real LevelDB is refused by name.
-    Writes go to a log beside the data and are merged into a new sorted file at close.
-    """
-
-    db_type = "leveldb"
-
-    def __init__(self, path: str, mode: Mode) -> None:
-        super().__init__(path, mode)
-        self.closed = True
-        self._data = os.path.join(path, DIRDB_DATA_FILE)
-        self._tmpdir: str | None = None
-        self._log = None
-        self._pending: dict[bytes, tuple[int, int]] = {}
-        self._index: list[tuple[bytes, int, int]] = []
-        self._lock = threading.Lock()
-        exists = os.path.isfile(self._data)
-        if os.path.exists(os.path.join(path, "CURRENT")) and not exists:
-            raise self.error(
-                f"Failed to open leveldb {path}. It is a database of the real LevelDB, which "
-                "caffe2py's directory stand-in cannot read."
-            )
-        if mode == Mode.READ:
-            if not exists:
-                raise self.error(
-                    f"Failed to open leveldb {path}. Invalid argument: {path}/{DIRDB_DATA_FILE}"
-                    ": does not exist (create_if_missing is false)"
-                )
-            self._index = self._read_index(self._data)
-            self._rf = open(self._data, "rb")
-        else:
-            if mode == Mode.NEW and exists:
-                raise self.error(
-                    f"Failed to open leveldb {path}. Invalid argument: {path}: exists "
-                    "(error_if_exists is true)"
-                )
-            try:
-                if os.path.exists(path) and not os.path.isdir(path):
-                    raise NotADirectoryError(20, "Not a directory")
-                if not os.path.isdir(path):
-                    self._tmpdir = _temp_beside(path, directory=True)
-                where = self._tmpdir or path
-                fd, self._logname = tempfile.mkstemp(prefix=".log.", suffix=".tmp", dir=where)
-                self._log = os.fdopen(fd, "w+b")
-            except OSError as e:
-                _remove(self._tmpdir)
-                raise self.error(f"Failed to open leveldb {path}. IO error: {_reason(e)}") from e
-        self.closed = False
-
-    def _read_index(self, data: str) -> list[tuple[bytes, int, int]]:
-        index: dict[bytes, tuple[int, int]] = {}
-        try:
-            with open(data, "rb") as f:
-                while True:
-                    rec = read_record(f, data, "leveldb")
-                    if rec is None:
-                        break
-                    key, value, off = rec
-                    index[key] = (off + 8 + len(key), len(value))
-        except OSError as e:
-            raise self.error(f"Failed to open leveldb {self.path}. IO error: {_reason(e)}") from e
-        return sorted((k, o, n) for k, (o, n) in index.items())
-
-    def new_cursor(self) -> DirDBCursor:
-        self._check_mode(True, "A cursor")
-        return DirDBCursor(self)
-
-    def new_transaction(self) -> DirDBTransaction:
-        self._check_mode(False, "A transaction")
-        txn = DirDBTransaction(self)
-        self._txns.add(txn)
-        return txn
-
-    def _append(self, batch: list[tuple[bytes, bytes]]) -> None:
-        with self._lock:
-            self._check_open()
-            f = self._log
-            for key, value in batch:
-                off = f.seek(0, os.SEEK_END)
-                write_record(f, key, value, self.path)
-                self._pending[key] = (off + 8 + len(key), len(value))
-
-    def _pread(self, f: Any, off: int, n: int) -> bytes:
-        f.seek(off)
-        data = f.read(n)
-        if len(data) != n:
-            raise self.error(f"leveldb {self.path}: data file truncated at byte {off}")
-        return data
-
-    def close(self) -> None:
-        """Merge the writes into a new sorted data file and move it (or the new dir) in place."""
-        if self.closed:
-            return
-        if self.mode == Mode.READ:
-            self.closed = True
-            self._rf.close()
-            return
-        try:
-            self._commit_open_transactions()
-        except BaseException:
-            self.abort()
-            raise
-        self.closed = True
-        where = self._tmpdir or self.path
-        out = None
-        try:
-            old = self._read_index(self._data) if os.path.isfile(self._data) else []
-            merged: dict[bytes, tuple[str, int, int]] = {k: ("old", o, n) for k, o, n in old}
-            for k, (o, n) in self._pending.items():
-                merged[k] = ("new", o, n)
-            tmp = _temp_beside(os.path.join(where, DIRDB_DATA_FILE))
-            out = tmp
-            old_f = open(self._data, "rb") if old else None
-            try:
-                with open(tmp, "wb") as f:
-                    self._log.flush()
-                    for k in sorted(merged):
-                        src, o, n = merged[k]
-                        value = self._pread(self._log if src == "new" else old_f, o, n)
-                        write_record(f, k, value, self.path)
-                    f.flush()
-                    os.fsync(f.fileno())
-            finally:
-                if old_f is not None:
-                    old_f.close()
-            os.replace(tmp, os.path.join(where, DIRDB_DATA_FILE))
-            out = None
-            _fsync_dir(where)
-            self._discard_log()
-            if self._tmpdir is not None:
-                if os.path.isdir(self.path) and not os.listdir(self.path):
-                    os.rmdir(self.path)
-                os.rename(self._tmpdir, self.path)
-                self._tmpdir = None
-                _fsync_dir(_parent_dir(self.path))
-        except OSError as e:
-            _remove(out)
-            self._discard_log()
-            _remove(self._tmpdir)
-            raise self.error(f"Cannot write leveldb {self.path} ({_reason(e)})") from e
-
-    def _discard_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-            _remove(self._logname)
-
-    def abort(self) -> None:
-        if self.closed:
-            return
-        if self.mode == Mode.READ:
-            self.close()
-            return
-        self.closed = True
-        for txn in list(self._txns):
-            txn.discard()
-        self._discard_log()
-        _remove(self._tmpdir)
-        self._tmpdir = None
-
-
-class DirDBCursor(Cursor):
-    """A snapshot of the sorted keys at creation; starts at the first record; seekable."""
-
-    def __init__(self, db: DirDB) -> None:
-        self._db = db
-        self._index = db._index
-        self._pos = 0
-
-    def supports_seek(self) -> bool:
-        return True
-
-    def seek(self, key: bytes | str) -> None:
-        k = as_bytes(key)
-        self._pos = bisect.bisect_left(self._index, (k,))
-
-    def seek_to_first(self) -> None:
-        self._pos = 0
-
-    def next(self) -> None:
-        self._pos += 1
-
-    def valid(self) -> bool:
-        return self._pos < len(self._index)
-
-    def key(self) -> bytes:
-        if not self.valid():
-            raise EnforceError("Cursor is at invalid location!", "leveldb")
-        return self._index[self._pos][0]
-
-    def value(self) -> bytes:
-        if not self.valid():
-            raise EnforceError("Cursor is at invalid location!", "leveldb")
-        db = self._db
-        _, off, n = self._index[self._pos]
-        with db._lock:
-            db._check_open()
-            return db._pread(db._rf, off, n)
-
-
-class DirDBTransaction(Transaction):
-    """A write batch: ``put`` collects, ``commit`` writes the batch to the DB."""
-
-    def __init__(self, db: DirDB) -> None:
-        self._db = db
-        self._batch: list[tuple[bytes, bytes]] = []
-
-    def put(self, key: bytes | str, value: bytes) -> None:
-        k, v = as_bytes(key), as_bytes(value, "value")
-        if not k or not v:
-            what = "key" if not k else f"value of key {k[:64]!r}"
-            raise self._db.error(
-                f"Cannot put an empty {what} into leveldb {self._db.path}: "
-                "the directory stand-in stores records in minidb format"
-            )
-        self._batch.append((k, v))
-
-    def discard(self) -> None:
-        self._batch = []
-
-    def commit(self) -> None:
-        batch, self._batch = self._batch, []
-        if batch:
-            self._db._append(batch)
-
-    def __del__(self) -> None:
-        if getattr(self, "_batch", None):
-            try:
-                self.commit()
-            except Exception as e:
-                log.error("Error committing to leveldb %s: %s", self._db.path, e)
-
-
-# ---- lmdb ----------------------------------------------------------------------------------
-def _import_lmdb() -> Any:
-    try:
-        import lmdb
-    except ImportError as e:
-        raise ImportError(
-            "The lmdb db type needs the 'lmdb' package: pip install lmdb",
-            name="lmdb",
-        ) from e
-    return lmdb
-
-
-@register_db("lmdb", "LMDB")
-class LMDB(DB):
-    """An LMDB environment directory, through the ``lmdb`` package."""
-
-    db_type = "lmdb"
-
-    def __init__(self, path: str, mode: Mode) -> None:
-        super().__init__(path, mode)
-        self.closed = True
-        lmdb = self._lmdb = _import_lmdb()
-        self._tmpdir: str | None = None
-        self._txn = None
-        try:
-            if mode == Mode.NEW:
-                if os.path.exists(path):
-                    raise FileExistsError(17, "File exists")
-                self._tmpdir = _temp_beside(path, directory=True)
-                self._env = lmdb.open(self._tmpdir, map_size=LMDB_MAP_SIZE, subdir=True)
-            elif mode == Mode.WRITE:
-                self._env = lmdb.open(path, map_size=LMDB_MAP_SIZE, subdir=True, create=False)
-            else:
-                self._env = lmdb.open(
-                    path, map_size=LMDB_MAP_SIZE, subdir=True, readonly=True, create=False
-                )
-        except (OSError, lmdb.Error) as e:
-            _remove(self._tmpdir)
-            what = f"mkdir {path} failed" if mode == Mode.NEW else f"Cannot open lmdb {path}"
-            raise self.error(f"{what} ({_reason(e) if isinstance(e, OSError) else e})") from e
-        self.closed = False
-
-    def wrap(self, e: Exception, what: str) -> EnforceError:
-        return self.error(f"lmdb {self.path}: {what} failed: {e}")
-
-    def new_cursor(self) -> LMDBCursor:
-        self._check_open()
-        return LMDBCursor(self)
-
-    def new_transaction(self) -> LMDBTransaction:
-        self._check_mode(False, "A transaction")
-        txn = LMDBTransaction(self)
-        self._txns.add(txn)
-        return txn
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            self._commit_open_transactions()
-        except BaseException:
-            self.abort()
-            raise
-        self.closed = True
-        try:
-            if self.mode != Mode.READ:
-                self._env.sync(True)
-            self._env.close()
-            if self._tmpdir is not None:
-                os.rename(self._tmpdir, self.path)
-                self._tmpdir = None
-                _fsync_dir(_parent_dir(self.path))
-        except (OSError, self._lmdb.Error) as e:
-            _remove(self._tmpdir)
-            raise self.wrap(e, "close") from e
-
-    def abort(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        for txn in list(self._txns):
-            txn.discard()
-        self._env.close()
-        _remove(self._tmpdir)
-        self._tmpdir = None
-
-
-class LMDBCursor(Cursor):
-    """A read transaction's cursor, positioned at the first record."""
-
-    def __init__(self, db: LMDB) -> None:
-        self._db = db
-        try:
-            self._txn = db._env.begin(buffers=False)
-            self._cur = self._txn.cursor()
-            self._valid = self._cur.first()
-        except db._lmdb.Error as e:
-            raise db.wrap(e, "new cursor") from e
-
-    def supports_seek(self) -> bool:
-        return True
-
-    def seek(self, key: bytes | str) -> None:
-        self._valid = self._cur.set_range(as_bytes(key))
-
-    def seek_to_first(self) -> None:
-        self._valid = self._cur.first()
-
-    def next(self) -> None:
-        if not self._valid:
-            raise EnforceError("Cursor is at invalid location!", "lmdb")
-        self._valid = self._cur.next()
-
-    def valid(self) -> bool:
-        return self._valid
-
-    def key(self) -> bytes:
-        if not self._valid:
-            raise EnforceError("Cursor is at invalid location!", "lmdb")
-        return self._cur.key()
-
-    def value(self) -> bytes:
-        if not self._valid:
-            raise EnforceError("Cursor is at invalid location!", "lmdb")
-        return self._cur.value()
-
-    def close(self) -> None:
-        if self._txn is not None:
-            self._cur.close()
-            self._txn.abort()
-            self._txn = None
-            self._valid = False
-
-
-class LMDBTransaction(Transaction):
-    """A write transaction: ``commit()`` makes the puts durable and starts afresh."""
-
-    def __init__(self, db: LMDB) -> None:
-        self._db = db
-        self._txn = None
-
-    def put(self, key: bytes | str, value: bytes) -> None:
-        db = self._db
-        db._check_open()
-        k, v = as_bytes(key), as_bytes(value, "value")
-        try:
-            if self._txn is None:
-                self._txn = db._env.begin(write=True)
-            self._txn.put(k, v)
-        except db._lmdb.BadValsizeError as e:
-            raise db.error(
-                f"lmdb {db.path}: cannot put key {k[:64]!r} ({len(k)} bytes): keys must be "
-                f"1 to {db._env.max_key_size()} bytes"
-            ) from e
-        except db._lmdb.Error as e:
-            raise db.wrap(e, "put") from e
-
-    def commit(self) -> None:
-        txn, self._txn = self._txn, None
-        if txn is not None:
-            try:
-                txn.commit()
-            except self._db._lmdb.Error as e:
-                raise self._db.wrap(e, "commit") from e
-
-    def discard(self) -> None:
-        """Drop the uncommitted puts (the DB is being aborted)."""
-        txn, self._txn = self._txn, None
-        if txn is not None:
-            txn.abort()
-
-    def __del__(self) -> None:
-        if getattr(self, "_txn", None) is not None:
-            try:
-                self.commit()
-            except Exception as e:
-                log.error("Error committing to lmdb %s: %s", self._db.path, e)
 
 
 # ---- DBReader ------------------------------------------------------------------------------

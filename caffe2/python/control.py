@@ -225,27 +225,38 @@ def DoParallel(name, *nets_or_steps):
     )
 
 
-def _RunOnceIf(name, condition_blob_or_net, nets_or_steps):
-    """Run the body once if the condition is true (a condition net runs first)."""
+def _LoopWhileTrue(name, control_name, condition_blob_or_net, nets_or_steps, **step_kwargs):
+    """A step ``control_name`` running the body while the condition is true.
+
+    The condition (net, then Not net) runs before the body; with nets only, the step is
+    wrapped in ``<name>/<control_name>`` behind a net resetting the stop blob, and the
+    inner step is named ``<control_name>-inner``. ``step_kwargs`` go to the loop step.
+    """
     condition_not_net, stop_blob = NotNet(condition_blob_or_net)
     if isinstance(condition_blob_or_net, core.Net):
         nets_or_steps = _PrependNets(nets_or_steps, condition_blob_or_net, condition_not_net)
     else:
         nets_or_steps = _PrependNets(nets_or_steps, condition_not_net)
 
-    def if_step(control_name):
+    def loop_step(step_name):
         return core.scoped_execution_step(
-            _get_next_step_name(control_name, name),
+            _get_next_step_name(step_name, name),
             nets_or_steps,
             should_stop_blob=stop_blob,
-            only_once=True,
+            **step_kwargs,
         )
 
     if _IsNets(nets_or_steps):
-        # A stale True in the stop blob must not end the step before the Not net ran.
+        # The stop blob is checked after the first net (the condition net), before Not
+        # recomputed it: a stale True left by an earlier run must not end the step.
         bool_net = BoolNet((stop_blob, False))
-        return Do(name + "/_RunOnceIf", bool_net, if_step("_RunOnceIf-inner"))
-    return if_step("_RunOnceIf")
+        return Do(name + "/" + control_name, bool_net, loop_step(control_name + "-inner"))
+    return loop_step(control_name)
+
+
+def _RunOnceIf(name, condition_blob_or_net, nets_or_steps):
+    """Run the body once if the condition is true (a condition net runs first)."""
+    return _LoopWhileTrue(name, "_RunOnceIf", condition_blob_or_net, nets_or_steps, only_once=True)
 
 
 def _RunOnceIfNot(name, condition_blob_or_net, nets_or_steps):
@@ -282,25 +293,7 @@ def For(name, nets_or_steps, iter_num):
 
 def While(name, condition_blob_or_net, nets_or_steps):
     """Run the body while the condition is true (checked before each iteration)."""
-    condition_not_net, stop_blob = NotNet(condition_blob_or_net)
-    if isinstance(condition_blob_or_net, core.Net):
-        nets_or_steps = _PrependNets(nets_or_steps, condition_blob_or_net, condition_not_net)
-    else:
-        nets_or_steps = _PrependNets(nets_or_steps, condition_not_net)
-
-    def while_step(control_name):
-        return core.scoped_execution_step(
-            _get_next_step_name(control_name, name),
-            nets_or_steps,
-            should_stop_blob=stop_blob,
-        )
-
-    if _IsNets(nets_or_steps):
-        # The stop blob is checked after the first net (the condition net), before Not
-        # recomputed it: reset a True left by an earlier run.
-        bool_net = BoolNet((stop_blob, False))
-        return Do(name + "/While", bool_net, while_step("While-inner"))
-    return while_step("While")
+    return _LoopWhileTrue(name, "While", condition_blob_or_net, nets_or_steps)
 
 
 def Until(name, condition_blob_or_net, nets_or_steps):
@@ -316,6 +309,21 @@ def Until(name, condition_blob_or_net, nets_or_steps):
     )
 
 
+def _DoLoop(name, control_name, nets_or_steps, stop_blob):
+    """``<name>/<control_name>``: reset ``stop_blob`` to False, then a step
+    ``<control_name>-inner`` running the body until ``stop_blob`` is true."""
+    bool_net = BoolNet((stop_blob, False))
+    return Do(
+        name + "/" + control_name,
+        bool_net,
+        core.scoped_execution_step(
+            _get_next_step_name(control_name + "-inner", name),
+            nets_or_steps,
+            should_stop_blob=stop_blob,
+        ),
+    )
+
+
 def DoWhile(name, condition_blob_or_net, nets_or_steps):
     """Run the body, then again while the condition is true (checked after the body)."""
     condition_not_net, stop_blob = NotNet(condition_blob_or_net)
@@ -323,17 +331,7 @@ def DoWhile(name, condition_blob_or_net, nets_or_steps):
         nets_or_steps = _AppendNets(nets_or_steps, condition_blob_or_net, condition_not_net)
     else:
         nets_or_steps = _AppendNets(nets_or_steps, condition_not_net)
-
-    bool_net = BoolNet((stop_blob, False))
-    return Do(
-        name + "/DoWhile",
-        bool_net,
-        core.scoped_execution_step(
-            _get_next_step_name("DoWhile-inner", name),
-            nets_or_steps,
-            should_stop_blob=stop_blob,
-        ),
-    )
+    return _DoLoop(name, "DoWhile", nets_or_steps, stop_blob)
 
 
 def DoUntil(name, condition_blob_or_net, nets_or_steps):
@@ -349,16 +347,7 @@ def DoUntil(name, condition_blob_or_net, nets_or_steps):
 
     nets_or_steps = _AppendNets(nets_or_steps, condition_blob_or_net)
     stop_blob = GetConditionBlobFromNet(condition_blob_or_net)
-    bool_net = BoolNet((stop_blob, False))
-    return Do(
-        name + "/DoUntil",
-        bool_net,
-        core.scoped_execution_step(
-            _get_next_step_name("DoUntil-inner", name),
-            nets_or_steps,
-            should_stop_blob=stop_blob,
-        ),
-    )
+    return _DoLoop(name, "DoUntil", nets_or_steps, stop_blob)
 
 
 def Switch(name, *conditions):
@@ -382,38 +371,48 @@ def SwitchNot(name, *conditions):
     )
 
 
+def _IfElse(name, control_name, run_true, run_false, condition_blob_or_net, true_body, false_body):
+    """``<name>/<control_name>``: ``run_true`` on the true body, then ``run_false`` on the
+    false body re-reading the condition blob (just ``run_true`` without a false body)."""
+    if not false_body:
+        return run_true(name + "/" + control_name, condition_blob_or_net, true_body)
+
+    if isinstance(condition_blob_or_net, core.Net):
+        condition_blob = GetConditionBlobFromNet(condition_blob_or_net)
+    else:
+        condition_blob = condition_blob_or_net
+
+    return Do(
+        name + "/" + control_name,
+        run_true(name + "/" + control_name + "-true", condition_blob_or_net, true_body),
+        run_false(name + "/" + control_name + "-false", condition_blob, false_body),
+    )
+
+
 def If(name, condition_blob_or_net, true_nets_or_steps, false_nets_or_steps=None):
     """Run ``true_nets_or_steps`` if the condition is true, else ``false_nets_or_steps``.
 
     The false branch re-reads the condition blob after the true branch ran.
     """
-    if not false_nets_or_steps:
-        return _RunOnceIf(name + "/If", condition_blob_or_net, true_nets_or_steps)
-
-    if isinstance(condition_blob_or_net, core.Net):
-        condition_blob = GetConditionBlobFromNet(condition_blob_or_net)
-    else:
-        condition_blob = condition_blob_or_net
-
-    return Do(
-        name + "/If",
-        _RunOnceIf(name + "/If-true", condition_blob_or_net, true_nets_or_steps),
-        _RunOnceIfNot(name + "/If-false", condition_blob, false_nets_or_steps),
+    return _IfElse(
+        name,
+        "If",
+        _RunOnceIf,
+        _RunOnceIfNot,
+        condition_blob_or_net,
+        true_nets_or_steps,
+        false_nets_or_steps,
     )
 
 
 def IfNot(name, condition_blob_or_net, true_nets_or_steps, false_nets_or_steps=None):
     """Run ``true_nets_or_steps`` if the condition is false, else ``false_nets_or_steps``."""
-    if not false_nets_or_steps:
-        return _RunOnceIfNot(name + "/IfNot", condition_blob_or_net, true_nets_or_steps)
-
-    if isinstance(condition_blob_or_net, core.Net):
-        condition_blob = GetConditionBlobFromNet(condition_blob_or_net)
-    else:
-        condition_blob = condition_blob_or_net
-
-    return Do(
-        name + "/IfNot",
-        _RunOnceIfNot(name + "/IfNot-true", condition_blob_or_net, true_nets_or_steps),
-        _RunOnceIf(name + "/IfNot-false", condition_blob, false_nets_or_steps),
+    return _IfElse(
+        name,
+        "IfNot",
+        _RunOnceIfNot,
+        _RunOnceIf,
+        condition_blob_or_net,
+        true_nets_or_steps,
+        false_nets_or_steps,
     )

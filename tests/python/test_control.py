@@ -8,34 +8,16 @@ The run tests count with a counter: ``cnt_net`` counts up once and exports the c
 from __future__ import annotations
 
 import pytest
+from pyhelpers import reset_workspace, step_tree  # noqa: F401 (autouse fixture)
 
 from caffe2.python import control, core, workspace
 
 N = 10
 
 
-@pytest.fixture(autouse=True)
-def _reset_workspace():
-    workspace.ResetWorkspace()
-    yield
-    workspace.ResetWorkspace()
-
-
 def _tree(step_or_proto):
     """(name, flags, networks or substeps) of a step, recursively."""
-    p = step_or_proto.Proto() if hasattr(step_or_proto, "Proto") else step_or_proto
-    flags = {}
-    if p.should_stop_blob:
-        flags["stop"] = p.should_stop_blob
-    if p.HasField("only_once"):
-        flags["only_once"] = p.only_once
-    if p.concurrent_substeps:
-        flags["concurrent"] = True
-    if p.HasField("num_iter") and p.num_iter != 1:
-        flags["num_iter"] = p.num_iter
-    if p.substep:
-        return (p.name, flags, [_tree(s) for s in p.substep])
-    return (p.name, flags, list(p.network))
+    return step_tree(step_or_proto, ("stop", "only_once", "concurrent", "num_iter"))
 
 
 def _net(name):

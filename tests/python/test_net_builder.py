@@ -9,39 +9,25 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pyhelpers import (  # noqa: F401 (reset_workspace: autouse fixture)
+    build_counting_loop,
+    build_multi_instance_counters,
+    build_setup_exit_task,
+    reset_workspace,
+    step_tree,
+)
 
 from caffe2.python import core, workspace
 from caffe2.python.core import Net, Plan, to_execution_step
 from caffe2.python.net_builder import NetBuilder, ops
 from caffe2.python.task import Node, Task, TaskGroup, final_output
 
-
-@pytest.fixture(autouse=True)
-def _reset_workspace():
-    workspace.ResetWorkspace()
-    yield
-    workspace.ResetWorkspace()
+_TREE_FLAGS = ("stop", "only_once", "create_workspace", "concurrent", "instances", "every_ms")
 
 
 def _tree(step_or_proto):
     """(name, flags, networks or substeps) of a step, recursively."""
-    p = step_or_proto.Proto() if hasattr(step_or_proto, "Proto") else step_or_proto
-    flags = {}
-    if p.should_stop_blob:
-        flags["stop"] = p.should_stop_blob
-    if p.HasField("only_once"):
-        flags["only_once"] = p.only_once
-    if p.create_workspace:
-        flags["create_workspace"] = True
-    if p.concurrent_substeps:
-        flags["concurrent"] = True
-    if p.HasField("num_concurrent_instances"):
-        flags["instances"] = p.num_concurrent_instances
-    if p.HasField("run_every_ms"):
-        flags["every_ms"] = p.run_every_ms
-    if p.substep:
-        return (p.name, flags, [_tree(s) for s in p.substep])
-    return (p.name, flags, list(p.network))
+    return step_tree(step_or_proto, _TREE_FLAGS)
 
 
 def _op_types(net):
@@ -323,28 +309,9 @@ def _expected_loop():
     return total, total_large, total_small, total_tiny
 
 
-def _actual_loop():
-    total = ops.Const(0)
-    total_large = ops.Const(0)
-    total_small = ops.Const(0)
-    total_tiny = ops.Const(0)
-    with ops.loop(10) as loop:
-        outer = ops.Mul([loop.iter(), ops.Const(10)])
-        with ops.loop(loop.iter()) as inner:
-            val = ops.Add([outer, inner.iter()])
-            with ops.If(ops.GE([val, ops.Const(80)])) as c:
-                ops.Add([total_large, val], [total_large])
-            with c.Elif(ops.GE([val, ops.Const(50)])) as c:
-                ops.Add([total_small, val], [total_small])
-            with c.Else():
-                ops.Add([total_tiny, val], [total_tiny])
-            ops.Add([total, val], [total])
-    return [total, total_large, total_small, total_tiny]
-
-
 def test_nested_loops_with_if_elif_else():
     with NetBuilder() as nb:
-        outs = _actual_loop()
+        outs = build_counting_loop()
     ws = _run(nb)
     assert [int(_fetch(ws, o)) for o in outs] == list(_expected_loop())
 
@@ -352,7 +319,7 @@ def test_nested_loops_with_if_elif_else():
 def test_nested_loops_in_task_with_final_output():
     with Node("nbl_node"):
         with Task() as task:
-            outs = [final_output(x) for x in _actual_loop()]
+            outs = [final_output(x) for x in build_counting_loop()]
     assert task.name == "nbl_node/task"
     workspace.RunPlan(Plan(task.get_step()))
     assert [int(workspace.FetchBlob(o.names[0])) for o in outs] == list(_expected_loop())
@@ -748,22 +715,7 @@ def test_setup_builders_attach_to_current_net():
 def test_task_setup_runs_around_body():
     with Node("nbsetup_node"):
         with Task() as task:
-            with ops.task_init():
-                one = ops.Const(1)
-            two = ops.Add([one, one])
-            with ops.task_init():
-                three = ops.Const(3)
-            accum = ops.Add([two, three])
-            # here accum is 5
-            with ops.task_exit():
-                # here accum is 6: the exit runs after the lines below
-                seven_1 = ops.Add([accum, one])
-            six = ops.Add([accum, one])
-            ops.Add([accum, one], [accum])
-            seven_2 = ops.Add([accum, one])
-            o6 = final_output(six)
-            o7_1 = final_output(seven_1)
-            o7_2 = final_output(seven_2)
+            o6, o7_1, o7_2 = build_setup_exit_task()
     step = task.get_step()
     assert _tree(step)[0] == "nbsetup_node/task"
     assert [s[0] for s in _tree(step)[2]] == [
@@ -781,32 +733,7 @@ def test_multi_instance_task_counters():
     num_instances, num_iters = 10, 15
     with Node("nbmulti_node"):
         with TaskGroup():
-            with Task(num_instances=num_instances) as task:
-                with ops.task_init():
-                    counter1 = ops.CreateCounter([], ["global_counter"])
-                    counter2 = ops.CreateCounter([], ["global_counter2"])
-                    counter3 = ops.CreateCounter([], ["global_counter3"])
-                # task_counter and local_counter are per instance
-                with ops.task_instance_init():
-                    task_counter = ops.CreateCounter([], ["task_counter"])
-                local_counter = ops.CreateCounter([], ["local_counter"])
-                with ops.loop(num_iters):
-                    ops.CountUp(counter1)
-                    ops.CountUp(task_counter)
-                    ops.CountUp(local_counter)
-                # sum of squares of the per-instance counts: no sharing between instances
-                with ops.task_instance_exit():
-                    count2 = ops.RetrieveCount(task_counter)
-                    with ops.loop(ops.Mul([count2, count2])):
-                        ops.CountUp(counter2)
-                count3 = ops.RetrieveCount(local_counter)
-                with ops.loop(ops.Mul([count3, count3])):
-                    ops.CountUp(counter3)
-                # run once
-                with ops.task_exit():
-                    total1 = final_output(ops.RetrieveCount(counter1))
-                    total2 = final_output(ops.RetrieveCount(counter2))
-                    total3 = final_output(ops.RetrieveCount(counter3))
+            task, total1, total2, total3 = build_multi_instance_counters(num_instances, num_iters)
     workspace.RunPlan(Plan(task.get_step()))
     assert workspace.FetchBlob(total1.names[0]) == num_instances * num_iters
     assert workspace.FetchBlob(total2.names[0]) == num_instances * num_iters**2

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from pyhelpers import build_counting_loop, build_setup_exit_task
 
 from caffe2.proto import caffe2_pb2
 from caffe2.python import core, net_printer, workspace
@@ -282,39 +283,12 @@ def test_job_text():
 
 def _example_loop():
     with Task():
-        total = ops.Const(0)
-        total_large = ops.Const(0)
-        total_small = ops.Const(0)
-        total_tiny = ops.Const(0)
-        with ops.loop(10) as loop:
-            outer = ops.Mul([loop.iter(), ops.Const(10)])
-            with ops.loop(loop.iter()) as inner:
-                val = ops.Add([outer, inner.iter()])
-                with ops.If(ops.GE([val, ops.Const(80)])) as c:
-                    ops.Add([total_large, val], [total_large])
-                with c.Elif(ops.GE([val, ops.Const(50)])) as c:
-                    ops.Add([total_small, val], [total_small])
-                with c.Else():
-                    ops.Add([total_tiny, val], [total_tiny])
-                ops.Add([total, val], total)
+        build_counting_loop()
 
 
 def _example_task():
     with Task():
-        with ops.task_init():
-            one = ops.Const(1)
-        two = ops.Add([one, one])
-        with ops.task_init():
-            three = ops.Const(3)
-        accum = ops.Add([two, three])
-        with ops.task_exit():
-            seven_1 = ops.Add([accum, one])
-        six = ops.Add([accum, one])
-        ops.Add([accum, one], [accum])
-        seven_2 = ops.Add([accum, one])
-        final_output(six)
-        final_output(seven_1)
-        final_output(seven_2)
+        build_setup_exit_task()
 
 
 def _example_job():

@@ -7,6 +7,7 @@ import itertools
 
 import numpy as np
 import pytest
+from pyhelpers import build_multi_instance_counters, build_setup_exit_task
 
 from caffe2.python import core, workspace
 from caffe2.python.net_builder import ops
@@ -264,22 +265,7 @@ def test_compiled_runnable_is_exposed():
 
 def test_setup_and_exit_ordering_with_final_outputs():
     with Task() as task:
-        with ops.task_init():
-            one = ops.Const(1)
-        two = ops.Add([one, one])
-        with ops.task_init():
-            three = ops.Const(3)
-        accum = ops.Add([two, three])
-        # here accum is 5
-        with ops.task_exit():
-            # accum is 6 here: the exit runs after the lines below
-            seven_1 = ops.Add([accum, one])
-        six = ops.Add([accum, one])
-        ops.Add([accum, one], [accum])
-        seven_2 = ops.Add([accum, one])
-        o6 = final_output(six)
-        o7_1 = final_output(seven_1)
-        o7_2 = final_output(seven_2)
+        o6, o7_1, o7_2 = build_setup_exit_task()
     with LocalSession(workspace.C.Workspace()) as session:
         session.run(task)
         assert o6.fetch() == 6
@@ -290,31 +276,7 @@ def test_setup_and_exit_ordering_with_final_outputs():
 def test_multi_instance_counters_are_per_instance_where_they_should_be():
     num_instances, num_iters = 10, 15
     with TaskGroup() as tg:
-        with Task(num_instances=num_instances):
-            with ops.task_init():
-                counter1 = ops.CreateCounter([], ["global_counter"])
-                counter2 = ops.CreateCounter([], ["global_counter2"])
-                counter3 = ops.CreateCounter([], ["global_counter3"])
-            # task_counter and local_counter are per instance
-            with ops.task_instance_init():
-                task_counter = ops.CreateCounter([], ["task_counter"])
-            local_counter = ops.CreateCounter([], ["local_counter"])
-            with ops.loop(num_iters):
-                ops.CountUp(counter1)
-                ops.CountUp(task_counter)
-                ops.CountUp(local_counter)
-            # sums of squares show each instance counted exactly num_iters, without races
-            with ops.task_instance_exit():
-                count2 = ops.RetrieveCount(task_counter)
-                with ops.loop(ops.Mul([count2, count2])):
-                    ops.CountUp(counter2)
-            count3 = ops.RetrieveCount(local_counter)
-            with ops.loop(ops.Mul([count3, count3])):
-                ops.CountUp(counter3)
-            with ops.task_exit():
-                total1 = final_output(ops.RetrieveCount(counter1))
-                total2 = final_output(ops.RetrieveCount(counter2))
-                total3 = final_output(ops.RetrieveCount(counter3))
+        _, total1, total2, total3 = build_multi_instance_counters(num_instances, num_iters)
     with LocalSession(workspace.C.Workspace()) as session:
         session.run(tg)
         assert total1.fetch() == num_instances * num_iters

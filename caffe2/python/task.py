@@ -17,15 +17,19 @@ only among the tasks pending in the same group (``:1``, ``:2``...); ``get_setup_
 ``<key>/init`` and ``<key>/exit`` nets on every call; a task without outputs gets an exit net
 ``<task name>:output``; a multi-instance task is wrapped in a step named literally
 ``'%s:parallel'``.
+
+The hook helpers live in :mod:`caffe2.python._task_setup` and TaskOutput/TaskOutputList in
+:mod:`caffe2.python._task_output`; both are re-exported here (this is the import path).
 """
 
 from __future__ import annotations
 
-import importlib
 from collections import defaultdict
 from copy import copy
 
 from caffe2.python import context, core
+from caffe2.python._task_output import TaskOutput, TaskOutputList
+from caffe2.python._task_setup import SetupNets, add_setup_steps, get_setup_nets
 
 __all__ = [
     "Cluster",
@@ -40,32 +44,6 @@ __all__ = [
     "final_output",
     "Task",
 ]
-
-
-_NO_SCHEMA = object()
-_schema = None
-
-
-def _schema_module():
-    """caffe2.python.schema, or None while the project has no schema module.
-
-    TaskOutput only needs it to recognise records (``schema.Field``); without the module
-    nothing is a record. Imported on first use: schema imports core, not this module's users.
-    """
-    global _schema
-    if _schema is None:
-        try:
-            _schema = importlib.import_module("caffe2.python.schema")
-        except ModuleNotFoundError as e:
-            if e.name != "caffe2.python.schema":
-                raise
-            _schema = _NO_SCHEMA
-    return None if _schema is _NO_SCHEMA else _schema
-
-
-def _is_field(obj) -> bool:
-    schema = _schema_module()
-    return schema is not None and isinstance(obj, schema.Field)
 
 
 def _merge_node_kwargs(new, existing):
@@ -143,87 +121,6 @@ class WorkspaceType:
 
     PRIVATE = "private"
     GLOBAL = "global"
-
-
-def _collect_setup(init_nets, obj, result, what):
-    if isinstance(result, (list, tuple)):
-        init_nets.extend(result)
-    elif isinstance(result, (core.Net, core.ExecutionStep)):
-        init_nets.append(result)
-    elif result is not None:
-        raise TypeError(f"Unsupported type for {what}: {type(result)} (returned by {obj!r})")
-
-
-def get_setup_nets(key, steps_or_nets, target):
-    """The init and exit nets (or steps) the hooks attached under ``key`` contribute.
-
-    Looks at the attributes ``key`` of every net of ``steps_or_nets`` (ExecutionSteps and
-    Plans through ``get_all_attributes``, Nets through ``get_attributes``). An object is set
-    up at most once in its lifetime (``_setup_used``), and is skipped when its
-    ``_setup_target`` is not ``target``. Returns ``(init_nets, exit_nets)``; hooks that add
-    ops to the shared nets ``<key>/init`` / ``<key>/exit`` (created on every call, NAMING)
-    get those nets placed first.
-    """
-    init_net = core.Net(key + "/init")
-    exit_net = core.Net(key + "/exit")
-    init_nets = []
-    exit_nets = []
-    objs = []
-    for step_or_net in steps_or_nets:
-        if hasattr(step_or_net, "get_all_attributes"):
-            objs += step_or_net.get_all_attributes(key)
-        elif hasattr(step_or_net, "get_attributes"):
-            objs += step_or_net.get_attributes(key)
-    for obj in objs:
-        if getattr(obj, "_setup_used", False):
-            continue
-        if hasattr(obj, "_setup_target") and obj._setup_target != target:
-            continue
-        if hasattr(obj, "setup"):
-            _collect_setup(init_nets, obj, obj.setup(init_net), "setup")
-            obj._setup_used = True
-        if hasattr(obj, "exit"):
-            _collect_setup(exit_nets, obj, obj.exit(exit_net), "exit")
-            obj._setup_used = True
-    if len(init_net.Proto().op) > 0:
-        init_nets.insert(0, init_net)
-    if len(exit_net.Proto().op) > 0:
-        exit_nets.insert(0, exit_net)
-    return init_nets, exit_nets
-
-
-def add_setup_steps(step, init_nets, exit_nets, name):
-    """``step`` itself without init/exit nets, else ``name: [name:init, step, name:exit]``."""
-    if not init_nets and not exit_nets:
-        return step
-    steps = []
-    if init_nets:
-        steps.append(core.execution_step(f"{name}:init", init_nets))
-    steps.append(step)
-    if exit_nets:
-        steps.append(core.execution_step(f"{name}:exit", exit_nets))
-    return core.execution_step(name, steps)
-
-
-class SetupNets:
-    """A hook with fixed init and exit nets.
-
-    ``net.add_attribute(Task.TASK_SETUP, SetupNets([init], [exit]))`` runs ``init`` before
-    and ``exit`` after the task (or the node's tasks with ``TaskGroup.LOCAL_SETUP``).
-    """
-
-    def __init__(self, init_nets=None, exit_nets=None):
-        self.init_nets = init_nets
-        self.exit_nets = exit_nets
-
-    def __repr__(self):
-        return f"SetupNets(init_nets={self.init_nets}, exit_nets={self.exit_nets})"
-
-    def setup(self, init_net):
-        return self.init_nets
-
-    def exit(self, exit_net):
-        return self.exit_nets
 
 
 def _task_list_text(tasks, limit=8):
@@ -419,52 +316,6 @@ class TaskGroup:
         return self._workspace_type
 
 
-class TaskOutput:
-    """The value(s) a task produces: a blob, a list of blobs, or a schema record.
-
-    After a session ran the task, :meth:`get` returns the blob references and :meth:`fetch`
-    their values (same shape: one value, a list, or a record).
-    """
-
-    def __init__(self, names):
-        self._schema = None
-        self._is_scalar = False
-        if _is_field(names):
-            self._schema = names
-            names = self._schema.field_blobs()
-        self._is_scalar = type(names) not in (tuple, list)
-        if self._is_scalar:
-            names = [names]
-        self.names = names
-        self._values = None
-        self._fetch_func = None
-
-    def __repr__(self):
-        return f"TaskOutput(names={self.names}, values={self._values})"
-
-    def set(self, values, _fetch_func=None):
-        assert len(values) == len(self.names), (
-            f"TaskOutput {[str(n) for n in self.names]} got {len(values)} values."
-        )
-        self._values = values
-        self._fetch_func = _fetch_func
-
-    def _shape(self, values):
-        if self._is_scalar:
-            return values[0]
-        if self._schema:
-            return _schema_module().from_blob_list(self._schema, values)
-        return values
-
-    def get(self):
-        assert self._values is not None, "Output value not set yet."
-        return self._shape(self._values)
-
-    def fetch(self):
-        assert self._fetch_func is not None, "Cannot fetch value for this output."
-        return self._shape([self._fetch_func(v) for v in self._values])
-
-
 def final_output(blob_or_record):
     """Declare ``blob_or_record`` an output of the current task (or of a new ``Task()``).
 
@@ -472,27 +323,6 @@ def final_output(blob_or_record):
     """
     cur_task = Task.current(required=False) or Task()
     return cur_task.add_output(blob_or_record)
-
-
-class TaskOutputList:
-    """The outputs of a task, set and fetched together."""
-
-    def __init__(self, outputs=None):
-        self.outputs = outputs or []
-
-    def names(self):
-        names = []
-        for o in self.outputs:
-            names += o.names
-        return names
-
-    def set_values(self, values, _fetch_func=None):
-        offset = 0
-        for o in self.outputs:
-            num = len(o.names)
-            o.set(values[offset : offset + num], _fetch_func)
-            offset += num
-        assert offset == len(values), "Wrong number of output values."
 
 
 @context.define_context()

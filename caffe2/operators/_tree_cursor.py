@@ -250,30 +250,26 @@ def field_tensor(op: Any, it: TreeIterator, first: int, i: int) -> np.ndarray:
     return a
 
 
-def cursor_of(op: Any, i: int = 0) -> TreeCursor:
-    """The TreeCursor in input i, or an error naming the blob and what it holds."""
-    c = op.inputs[i].value
-    if not isinstance(c, TreeCursor):
+def _held(op: Any, i: int, cls: type, what: str) -> Any:
+    """The cls object in input i, or an error naming the blob, what it should hold and what
+    it holds."""
+    v = op.inputs[i].value
+    if not isinstance(v, cls):
         name = op.input_names[i]
         raise op.error(
-            f"{op.type}: input {name} must hold a TreeCursor (made by CreateTreeCursor), but "
-            f"it holds {describe(c)}",
-            name,
+            f"{op.type}: input {name} must hold {what}, but it holds {describe(v)}", name
         )
-    return c
+    return v
+
+
+def cursor_of(op: Any, i: int = 0) -> TreeCursor:
+    """The TreeCursor in input i, or an error naming the blob and what it holds."""
+    return _held(op, i, TreeCursor, "a TreeCursor (made by CreateTreeCursor)")
 
 
 def mutex_of(op: Any, i: int = 0) -> Mutex:
     """The Mutex in input i, or an error naming the blob and what it holds."""
-    m = op.inputs[i].value
-    if not isinstance(m, Mutex):
-        name = op.input_names[i]
-        raise op.error(
-            f"{op.type}: input {name} must hold a mutex (made by CreateMutex), but it holds "
-            f"{describe(m)}",
-            name,
-        )
-    return m
+    return _held(op, i, Mutex, "a mutex (made by CreateMutex)")
 
 
 # ---- serialization -------------------------------------------------------------------------

@@ -318,19 +318,25 @@ def demo(args: argparse.Namespace) -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the job itself (data, columns, work dir, batching), shared by the
+    examples that run it."""
     parser.add_argument(
         "--data", type=Path, help=f"CSV with a header (default: {WEATHER.relative_to(ROOT)})"
     )
     parser.add_argument("--x", default="tmin_f", help="the x column (default tmin_f)")
     parser.add_argument("--y", default="tmax_f", help="the y column (default tmax_f)")
     parser.add_argument("--workdir", help="where the checkpoints go (default: a temp dir)")
+    parser.add_argument("--batch-size", type=int, default=30)
+    parser.add_argument("--batches-per-epoch", type=int, default=4)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    job_arguments(parser)
     parser.add_argument(
         "--kill-after-epoch", type=int, help="the epoch after which run 1 dies (default 2)"
     )
-    parser.add_argument("--batch-size", type=int, default=30)
-    parser.add_argument("--batches-per-epoch", type=int, default=4)
     parser.add_argument("--keep", action="store_true", help="keep the temporary work dir")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--label", default="1", help=argparse.SUPPRESS)

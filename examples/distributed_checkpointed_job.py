@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from checkpointed_job import (  # noqa: E402
     NODES,
-    ROOT,
     SCALE,
     STATS,
     WEATHER,
@@ -47,6 +46,7 @@ from checkpointed_job import (  # noqa: E402
     build_job,
     exact_sums,
     fit,
+    job_arguments,
     read_readings,
     write_readings,
 )
@@ -203,17 +203,10 @@ def run(args: argparse.Namespace, workdir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data", type=Path, help=f"CSV with a header (default: {WEATHER.relative_to(ROOT)})"
-    )
-    parser.add_argument("--x", default="tmin_f", help="the x column (default tmin_f)")
-    parser.add_argument("--y", default="tmax_f", help="the y column (default tmax_f)")
-    parser.add_argument("--workdir", help="where the checkpoints go (default: a temp dir)")
+    job_arguments(parser)
     parser.add_argument(
         "--kill-after-epoch", type=int, default=2, help="reader_0 dies in the next epoch"
     )
-    parser.add_argument("--batch-size", type=int, default=30)
-    parser.add_argument("--batches-per-epoch", type=int, default=4)
     parser.add_argument("--verbose", action="store_true", help="list the actors every epoch")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="dist_ckpt_"))
